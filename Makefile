@@ -1,0 +1,63 @@
+# hal0 build and test entry points. `make help` lists them.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS := -s -w -X github.com/hal0ai/hal0/internal/version.Version=$(VERSION) -X github.com/hal0ai/hal0/internal/version.Commit=$(COMMIT)
+BINARIES := hal0 hal0-apid hal0-pull hal0-slotd
+STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
+FUZZTIME ?= 10s
+
+.PHONY: help build test test-short test-live lint fmt vet staticcheck fuzz bench demo clean deps
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
+
+build: ## build the four binaries (and the test hub) into bin/
+	@mkdir -p $(BIN)
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ $(addprefix ./,$(BINARIES))
+	$(GO) build -trimpath -o $(BIN)/hal0-testhub ./internal/hubtest/testhub
+
+test-short: ## plain go test ./... (no root needed; live tests skip with a reason)
+	$(GO) test -count=1 ./...
+
+test: lint ## everything CI runs: lint, unit, live systemd, fuzz smoke
+	@if [ "$$(id -u)" != 0 ]; then echo "make test runs the live systemd tests and needs root (use make test-short otherwise)"; exit 1; fi
+	HAL0_LIVE_REQUIRED=1 $(GO) test -count=1 -timeout 20m ./...
+	$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME)
+
+test-live: ## only the tests that boot a private systemd (root)
+	HAL0_LIVE_REQUIRED=1 $(GO) test -count=1 -run 'Live' -v ./internal/livesystemd/ ./internal/sdbus/
+
+fuzz: ## run every fuzz target for FUZZTIME each
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/ref/
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/registry/
+	$(GO) test -run '^$$' -fuzz '^FuzzEscapeRoundTrip$$' -fuzztime $(FUZZTIME) ./internal/unitname/
+
+lint: vet staticcheck ## go vet, staticcheck and gofmt
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+staticcheck: $(STATICCHECK)
+	$(STATICCHECK) ./...
+
+$(STATICCHECK):
+	$(GO) install honnef.co/go/tools/cmd/staticcheck@2025.1.1
+
+fmt: ## gofmt the tree
+	gofmt -w $$(find . -name '*.go' -not -path './.*')
+
+bench: build ## download benchmark against a local server (see docs/bench.md)
+	internal/bench/bench.sh
+
+demo: build ## pull a generated sharded model from a loopback test hub into .demo/
+	@rm -rf .demo && mkdir -p .demo
+	$(BIN)/hal0-testhub --listen 127.0.0.1:0 --repo demo/tiny-GGUF --quant Q4_K_M --shards 3 --shard-size 48MiB --exec -- \
+	  env HAL0_HOME=$(CURDIR)/.demo HAL0_DISK_RESERVE=0 $(BIN)/hal0 model pull demo/tiny-GGUF:Q4_K_M --local
+	@echo; echo "registry entry:"; HAL0_HOME=$(CURDIR)/.demo $(BIN)/hal0 model show demo/tiny-GGUF:Q4_K_M
+
+clean: ## remove build output and demo state
+	rm -rf $(BIN) .demo .bench .live

@@ -1,0 +1,345 @@
+// Package jobs keeps pull job records: one JSON file per job, written
+// atomically. The record is the durable truth of a job. systemd forgets a
+// successful unit as soon as it exits, and hal0-apid may be restarted or exit
+// when idle, so the worker writes its own outcome here and everybody else
+// reads it.
+//
+// Layout under the jobs directory:
+//
+//	<id>.json                  one record per job
+//	current/<escaped ref>      symlink to the newest job of that ref
+//	locks/<escaped ref>.lock   held by the worker running that ref
+//	locks/<escaped ref>.new    serialises job creation for a ref
+//	locks/<id>.rec             serialises read-modify-write of one record
+package jobs
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/hal0ai/hal0/internal/fsutil"
+	"github.com/hal0ai/hal0/internal/unitname"
+)
+
+// State is a job's lifecycle state.
+type State string
+
+const (
+	Queued    State = "queued"
+	Running   State = "running"
+	Completed State = "completed"
+	Failed    State = "failed"
+	Cancelled State = "cancelled"
+)
+
+// Final reports whether the job has ended.
+func (s State) Final() bool { return s == Completed || s == Failed || s == Cancelled }
+
+// Options are what a pull was asked to do beyond its ref. They travel in
+// the record because a systemd template instance cannot carry them.
+type Options struct {
+	Endpoint string   `json:"endpoint,omitempty"`
+	Revision string   `json:"revision,omitempty"`
+	Include  []string `json:"include,omitempty"`
+	Exclude  []string `json:"exclude,omitempty"`
+	Quant    string   `json:"quant,omitempty"`
+	Format   string   `json:"format,omitempty"`
+	// DiscardPartial drops partial data on cancel instead of keeping it
+	// for a later resume.
+	DiscardPartial bool `json:"discard_partial,omitempty"`
+}
+
+// Job is one pull.
+type Job struct {
+	ID      string  `json:"id"`
+	Ref     string  `json:"ref"`  // canonical model ref, also the registry id
+	Kind    string  `json:"kind"` // hf or flm
+	Unit    string  `json:"unit"` // hal0-pull@….service
+	Runner  string  `json:"runner,omitempty"`
+	State   State   `json:"state"`
+	Phase   string  `json:"phase,omitempty"` // resolving, downloading, verifying, installing
+	Options Options `json:"options"`
+
+	BytesTotal  int64   `json:"bytes_total"`
+	BytesDone   int64   `json:"bytes_done"`
+	FilesTotal  int     `json:"files_total"`
+	FilesDone   int     `json:"files_done"`
+	CurrentFile string  `json:"current_file,omitempty"`
+	RateBPS     float64 `json:"rate_bps"`
+	// Resumed is how many bytes were already on disk when this run began.
+	Resumed int64 `json:"resumed_bytes,omitempty"`
+
+	Commit string `json:"commit,omitempty"`
+	Path   string `json:"path,omitempty"`
+
+	ErrorCode  string `json:"error_code,omitempty"`
+	Error      string `json:"error,omitempty"`
+	ExitStatus *int   `json:"exit_status,omitempty"`
+	PID        int    `json:"pid,omitempty"`
+	Attempts   int    `json:"attempts"`
+
+	CreatedAt  time.Time  `json:"created_at"`
+	StartedAt  *time.Time `json:"started_at,omitempty"`
+	UpdatedAt  time.Time  `json:"updated_at"`
+	FinishedAt *time.Time `json:"finished_at,omitempty"`
+}
+
+// Elapsed is the time the job has been (or was) running.
+func (j *Job) Elapsed(now time.Time) time.Duration {
+	if j.StartedAt == nil {
+		return 0
+	}
+	end := now
+	if j.FinishedAt != nil {
+		end = *j.FinishedAt
+	}
+	if d := end.Sub(*j.StartedAt); d > 0 {
+		return d
+	}
+	return 0
+}
+
+// ETA estimates the time left, or -1 when unknown.
+func (j *Job) ETA() time.Duration {
+	if j.State.Final() {
+		return 0
+	}
+	if j.RateBPS <= 0 || j.BytesTotal <= 0 {
+		return -1
+	}
+	left := j.BytesTotal - j.BytesDone
+	if left < 0 {
+		left = 0
+	}
+	return time.Duration(float64(left) / j.RateBPS * float64(time.Second))
+}
+
+// ErrNotFound is returned for a job or ref without a record.
+var ErrNotFound = errors.New("no such pull job")
+
+// Store is a jobs directory.
+type Store struct {
+	dir string
+	now func() time.Time
+}
+
+// Open returns the store rooted at dir (typically /var/lib/hal0/jobs).
+func Open(dir string) *Store { return &Store{dir: dir, now: time.Now} }
+
+// Dir returns the store's directory.
+func (s *Store) Dir() string { return s.dir }
+
+func (s *Store) recPath(id string) string { return filepath.Join(s.dir, id+".json") }
+func (s *Store) curPath(ref string) string {
+	return filepath.Join(s.dir, "current", unitname.Escape(ref))
+}
+func (s *Store) lockPath(name string) string { return filepath.Join(s.dir, "locks", name) }
+
+// NewID returns a fresh job id.
+func NewID() string {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err) // crypto/rand does not fail on Linux
+	}
+	return hex.EncodeToString(b[:])
+}
+
+func validID(id string) bool {
+	if len(id) != 16 {
+		return false
+	}
+	_, err := hex.DecodeString(id)
+	return err == nil
+}
+
+// Get reads one record.
+func (s *Store) Get(id string) (*Job, error) {
+	if !validID(id) {
+		return nil, fmt.Errorf("%w: bad id %q", ErrNotFound, id)
+	}
+	return s.read(s.recPath(id))
+}
+
+func (s *Store) read(p string) (*Job, error) {
+	b, err := os.ReadFile(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	var j Job
+	if err := json.Unmarshal(b, &j); err != nil {
+		return nil, fmt.Errorf("job record %s is corrupt: %v", p, err)
+	}
+	return &j, nil
+}
+
+// Current returns the newest job for ref.
+func (s *Store) Current(ref string) (*Job, error) { return s.read(s.curPath(ref)) }
+
+// write stores j atomically. Callers hold the record lock.
+func (s *Store) write(j *Job) error {
+	j.UpdatedAt = s.now().UTC()
+	b, err := json.MarshalIndent(j, "", "  ")
+	if err != nil {
+		return err
+	}
+	return fsutil.WriteFile(s.recPath(j.ID), append(b, '\n'), 0o644)
+}
+
+// Begin returns the ref's job if one is queued or running, or creates a new
+// queued job from tmpl. created tells which. Creation is serialised per ref
+// across processes, so two callers racing on the same model get one job.
+func (s *Store) Begin(ctx context.Context, tmpl Job) (j *Job, created bool, err error) {
+	if tmpl.Ref == "" {
+		return nil, false, fmt.Errorf("job without a ref")
+	}
+	lk, err := fsutil.LockFileContext(ctx, s.lockPath(unitname.Escape(tmpl.Ref)+".new"))
+	if err != nil {
+		return nil, false, err
+	}
+	defer lk.Unlock()
+	cur, err := s.Current(tmpl.Ref)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return nil, false, err
+	}
+	if cur != nil && !cur.State.Final() {
+		return cur, false, nil
+	}
+	n := tmpl
+	if n.ID == "" {
+		n.ID = NewID()
+	}
+	if n.State == "" {
+		n.State = Queued
+	}
+	n.CreatedAt = s.now().UTC()
+	if err := s.write(&n); err != nil {
+		return nil, false, err
+	}
+	if err := s.point(n.Ref, n.ID); err != nil {
+		return nil, false, err
+	}
+	return &n, true, nil
+}
+
+// point makes current/<ref> name job id, replacing any older link
+// atomically.
+func (s *Store) point(ref, id string) error {
+	cur := s.curPath(ref)
+	if err := os.MkdirAll(filepath.Dir(cur), 0o755); err != nil {
+		return err
+	}
+	tmp := cur + ".tmp-" + id
+	os.Remove(tmp)
+	if err := os.Symlink(filepath.Join("..", id+".json"), tmp); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, cur); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return fsutil.SyncDir(filepath.Dir(cur))
+}
+
+// Update applies fn to the record under its lock and writes the result.
+func (s *Store) Update(ctx context.Context, id string, fn func(*Job) error) (*Job, error) {
+	if !validID(id) {
+		return nil, fmt.Errorf("%w: bad id %q", ErrNotFound, id)
+	}
+	lk, err := fsutil.LockFileContext(ctx, s.lockPath(id+".rec"))
+	if err != nil {
+		return nil, err
+	}
+	defer lk.Unlock()
+	j, err := s.Get(id)
+	if err != nil {
+		return nil, err
+	}
+	if err := fn(j); err != nil {
+		return nil, err
+	}
+	if err := s.write(j); err != nil {
+		return nil, err
+	}
+	return j, nil
+}
+
+// List returns every record, newest first. Unreadable records are skipped
+// and reported in the second return value rather than hiding the others.
+func (s *Store) List() ([]*Job, []error) {
+	ents, err := os.ReadDir(s.dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, []error{err}
+	}
+	var out []*Job
+	var errs []error
+	for _, e := range ents {
+		name := e.Name()
+		if e.IsDir() || !strings.HasSuffix(name, ".json") || !validID(strings.TrimSuffix(name, ".json")) {
+			continue
+		}
+		j, err := s.read(filepath.Join(s.dir, name))
+		if err != nil {
+			if !errors.Is(err, ErrNotFound) {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		out = append(out, j)
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].CreatedAt.After(out[b].CreatedAt) })
+	return out, errs
+}
+
+// Prune deletes finished records older than maxAge, keeping the newest
+// record of every ref so that status stays answerable.
+func (s *Store) Prune(maxAge time.Duration) (int, error) {
+	all, _ := s.List()
+	keep := map[string]bool{}
+	n := 0
+	for _, j := range all { // newest first
+		if !keep[j.Ref] {
+			keep[j.Ref] = true
+			continue
+		}
+		if !j.State.Final() || j.FinishedAt == nil || s.now().Sub(*j.FinishedAt) < maxAge {
+			continue
+		}
+		if err := os.Remove(s.recPath(j.ID)); err == nil {
+			os.Remove(s.lockPath(j.ID + ".rec"))
+			n++
+		}
+	}
+	return n, nil
+}
+
+// LockRef takes the per-ref worker lock without waiting. It returns
+// fsutil.ErrLocked when another worker is running that ref. The kernel drops
+// the lock when the worker dies, however it dies.
+func (s *Store) LockRef(ref string) (*fsutil.Lock, error) {
+	return fsutil.TryLockFile(s.lockPath(unitname.Escape(ref) + ".lock"))
+}
+
+// WorkerAlive reports whether some process holds the ref's worker lock.
+func (s *Store) WorkerAlive(ref string) bool {
+	l, err := s.LockRef(ref)
+	if err != nil {
+		return errors.Is(err, fsutil.ErrLocked)
+	}
+	l.Unlock()
+	return false
+}
