@@ -2,6 +2,7 @@ package hf
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -78,8 +79,19 @@ func (c *Client) Open(ctx context.Context, rawURL, repo string, r Range) (*Body,
 		return nil, api.Errorf(api.CodeBadResponse, 0, "server refused range %d-%d (416): the file is shorter than the hub's listing says", r.Start, r.End)
 	}
 	defer resp.Body.Close()
+	if ep, err := url.Parse(c.Endpoint); err == nil && !sameOrigin(resp.Request.URL, ep) {
+		switch resp.StatusCode {
+		case http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound, http.StatusGone:
+			// A storage host refusing a presigned URL means the URL
+			// expired or was revoked; the hub hands out a fresh one.
+			return nil, fmt.Errorf("%w: %s answered %d", ErrURLExpired, resp.Request.URL.Host, resp.StatusCode)
+		}
+	}
 	return nil, StatusError(resp, repo, c.Token.IsSet(), c.Endpoint)
 }
+
+// ErrURLExpired reports that a CDN refused a presigned download URL.
+var ErrURLExpired = errors.New("download URL expired or revoked")
 
 func parseContentRange(v string) (start, end, total int64, err error) {
 	bad := fmt.Errorf("bad Content-Range %q", v)

@@ -73,8 +73,8 @@ func (h *Hub) auth(r *http.Request) (authed, bad bool) {
 	if len(v) == 0 {
 		return false, false
 	}
-	tok, ok := strings.CutPrefix(v[0], "Bearer ")
-	if !ok || len(v) > 1 || h.opts.Token == "" ||
+	scheme, tok, _ := strings.Cut(v[0], " ")
+	if !strings.EqualFold(scheme, "Bearer") || len(v) > 1 || h.opts.Token == "" ||
 		subtle.ConstantTimeCompare([]byte(strings.TrimSpace(tok)), []byte(h.opts.Token)) != 1 {
 		return false, true
 	}

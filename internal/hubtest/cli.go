@@ -6,6 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"os/exec"
 	"path"
 	"path/filepath"
 	"strconv"
@@ -32,6 +34,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) (err err
 	seed := fs.Uint64("seed", 1, "content seed")
 	lenient := fs.Bool("lenient", false, "mirror mode (no Content-Length, ranges ignored, ...)")
 	verbose := fs.Bool("v", false, "log every request to stderr")
+	fs.Bool("exec", false, "run the command after -- with HF_ENDPOINT set to the hub, then exit with its status")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -87,6 +90,15 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) (err err
 		fmt.Fprintf(stderr, "testhub: %s @ %s, %d files\n", stored.ID, stored.Commit, len(stored.Files))
 	}
 	fmt.Fprintf(stdout, "HUB_URL=%s\n", h.URL)
+	if cmdArgs := fs.Args(); len(cmdArgs) > 0 {
+		// --exec mode (everything after "--"): run one command against the
+		// hub with HF_ENDPOINT set, then stop. This is how `make demo` runs a
+		// pull without juggling a background server.
+		cmd := exec.CommandContext(ctx, cmdArgs[0], cmdArgs[1:]...)
+		cmd.Env = append(os.Environ(), "HF_ENDPOINT="+h.URL)
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, stdout, stderr
+		return cmd.Run()
+	}
 	<-ctx.Done()
 	return nil
 }

@@ -215,10 +215,9 @@ func materialize(dir, name string, header []byte, dataLen int64, seed uint64, lf
 
 	if dir == "" {
 		buf := make([]byte, size)
-		copy(buf, header)
-		var off int64 = int64(len(header))
+		off := 0
 		sum, _ := generate(header, dataLen, rng, func(b []byte) error {
-			off += int64(copy(buf[off:], b))
+			off += copy(buf[off:], b)
 			return nil
 		})
 		return File{Path: name, Data: buf, LFS: lfs, SHA256: sum}

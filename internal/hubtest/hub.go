@@ -96,6 +96,7 @@ type Options struct {
 	// Token is the only valid bearer token ("hf_..."). A request carrying
 	// any other Authorization value gets 401 "Invalid credentials in
 	// Authorization header", even for public repos, as on the real Hub.
+	// With Token empty every token is invalid.
 	Token string
 	// PageSize is the tree listing page size (Link pagination); default 1000.
 	PageSize int

@@ -57,7 +57,10 @@ func TestBootIsolatesHost(t *testing.T) {
 			t.Errorf("journal of dbus.service = %q, %v", out, err)
 		}
 	})
-	if s == nil || t.Failed() || t.Skipped() {
+	if s == nil && !t.Failed() {
+		t.Skip("the boot subtest was skipped")
+	}
+	if t.Failed() {
 		return
 	}
 	// The subtest's cleanup has powered the namespace off.
@@ -167,6 +170,20 @@ type recordingTB struct {
 func (r *recordingTB) Helper()                           {}
 func (r *recordingTB) Skipf(format string, args ...any)  { r.skipped = fmt.Sprintf(format, args...) }
 func (r *recordingTB) Fatalf(format string, args ...any) { r.fatal = fmt.Sprintf(format, args...) }
+
+// A unit the test supplies that fails at boot is the test's bug: Boot fails
+// the test (it does not skip), whatever HAL0_LIVE_REQUIRED says.
+func TestBootFailsOnBrokenTestUnit(t *testing.T) {
+	t.Parallel()
+	if ok, why := Available(); !ok {
+		t.Skip(why)
+	}
+	r := &recordingTB{TB: t}
+	s := Boot(r, WithUnit("broken.service", "[Service]\nType=oneshot\nExecStart=/bin/false\n"), WithBootUnits("broken.service"))
+	if s != nil || r.skipped != "" || !strings.Contains(r.fatal, "broken.service") {
+		t.Errorf("Boot with a failing boot unit: system %v, skipped %q, fatal %q", s, r.skipped, r.fatal)
+	}
+}
 
 func TestUnavailableSkipsOrFails(t *testing.T) {
 	t.Setenv(EnvRequired, "")

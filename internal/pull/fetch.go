@@ -195,7 +195,7 @@ func (d *fileDL) fetch(ctx context.Context, k int, pos, end int64) (int64, error
 		if context.Cause(rctx) == errStalled {
 			return 0, &hf.TransientError{Err: fmt.Errorf("no response for %v", stall)}
 		}
-		if fromCDN && expiredStatus(err) {
+		if errors.Is(err, hf.ErrURLExpired) || (fromCDN && expiredStatus(err)) {
 			return 0, errExpired
 		}
 		return 0, err

@@ -24,10 +24,13 @@
 //     reports a fresh, inactive unit with Result "success" and no exit
 //     status. Outcomes must therefore live in hal0's job records, written by
 //     the worker; only failed units stay (until ResetFailed).
-//   - A unit that failed too often is refused by the start rate limit
-//     ("start-limit-hit") until it is reset. StartUnit resets and retries
-//     once in exactly that case, where the unit did not run, so the retry
-//     can never run the work twice.
+//   - A stale failed unit can block a start: once a unit has been started
+//     StartLimitBurst times within StartLimitIntervalSec (5 in 10 s by
+//     default), systemd refuses further starts with job result "failed"
+//     and without running anything, until ResetFailed. StartUnit resets and
+//     retries once in exactly that case, recognised by an unchanged
+//     invocation ID, so the retry can never run the work twice. (A start
+//     job that ran and failed is never retried.)
 package sdbus
 
 import (
@@ -126,52 +129,77 @@ func (e *JobError) Error() string {
 		}
 		b.WriteString(")")
 	}
-	fmt.Fprintf(&b, "; see journalctl -u %s", e.Unit)
+	fmt.Fprintf(&b, "; see journalctl -u %s", shellQuote(e.Unit))
 	return b.String()
+}
+
+// shellQuote quotes a unit name for a command line a human will paste:
+// escaped instance names contain backslashes ("\x2d") that an unquoted
+// shell word would lose.
+func shellQuote(s string) string {
+	if strings.IndexFunc(s, func(r rune) bool {
+		return !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || strings.ContainsRune("@:._-", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // Dial connects to the systemd manager on the system bus, honouring
 // DBUS_SYSTEM_BUS_ADDRESS. As root it falls back to systemd's private
 // socket (/run/systemd/private), which works before and without dbus-daemon.
-// When neither answers, the error wraps ErrNoSystemd and says what was tried.
+// When neither answers, the error wraps ErrNoSystemd and says what was tried,
+// e.g. "sdbus: no systemd reachable: system bus unix:path=/run/dbus/system_bus_socket:
+// dial unix /run/dbus/system_bus_socket: connect: no such file or directory;
+// /run/systemd/private: …".
 func Dial(ctx context.Context) (Systemd, error) {
 	addr := os.Getenv("DBUS_SYSTEM_BUS_ADDRESS")
 	if addr == "" {
 		addr = defaultSystemBus
 	}
-	s, err := DialAddress(ctx, addr)
+	s, err := dialAddress(ctx, addr)
 	if err == nil {
 		return s, nil
 	}
 	if os.Geteuid() != 0 {
-		return nil, fmt.Errorf("sdbus: no systemd reachable: system bus %s: %w (not root, so %s was not tried)", addr, err, privateSocket)
+		return nil, fmt.Errorf("sdbus: %w: system bus %s: %w (not root, so %s was not tried)", ErrNoSystemd, addr, err, privateSocket)
 	}
-	s, err2 := DialAddress(ctx, "unix:path="+privateSocket)
+	s, err2 := dialAddress(ctx, "unix:path="+privateSocket)
 	if err2 == nil {
 		return s, nil
 	}
-	return nil, fmt.Errorf("sdbus: no systemd reachable: system bus %s: %w; %s: %w", addr, err, privateSocket, err2)
+	return nil, fmt.Errorf("sdbus: %w: system bus %s: %w; %s: %w", ErrNoSystemd, addr, err, privateSocket, err2)
 }
 
 // DialAddress connects to systemd at a D-Bus address: a message bus (for
 // tests, livesystemd's System.BusAddress), or systemd's private socket when
 // the path ends in /systemd/private (a direct connection, no bus Hello).
+// systemd accepts private connections only from root processes whose pid
+// it can see, i.e. not from outside its pid namespace ("Incoming private
+// connection from unprivileged client, refusing").
 // Errors wrap ErrNoSystemd when nothing answers as systemd at addr.
 func DialAddress(ctx context.Context, addr string) (Systemd, error) {
+	s, err := dialAddress(ctx, addr)
+	if err != nil {
+		return nil, fmt.Errorf("sdbus: %w at %s: %w", ErrNoSystemd, addr, err)
+	}
+	return s, nil
+}
+
+func dialAddress(ctx context.Context, addr string) (Systemd, error) {
 	ctx, cancel := context.WithTimeout(ctx, DefaultCallTimeout)
 	defer cancel()
 	c, err := newConn(ctx, addr, !strings.HasSuffix(addr, "/systemd/private"))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrNoSystemd, addr, err)
+		return nil, err
 	}
-	s := &conn{c: c}
 	// A bus can be up without systemd on it (a container's dbus-daemon):
 	// ask systemd something cheap so Dial's success means "systemd answers".
 	if _, err := c.SystemStateContext(ctx); err != nil {
 		c.Close()
-		return nil, fmt.Errorf("%w: %s: systemd does not answer: %w", ErrNoSystemd, addr, err)
+		return nil, fmt.Errorf("systemd does not answer: %w", err)
 	}
-	return s, nil
+	return &conn{c: c}, nil
 }
 
 // newConn builds a go-systemd connection (two bus connections: calls and
@@ -277,17 +305,39 @@ func isDBusError(err error, name string) bool {
 const errNoSuchUnit = "org.freedesktop.systemd1.NoSuchUnit"
 
 func (s *conn) StartUnit(ctx context.Context, name string) error {
-	err := s.runJob(ctx, "start", name)
+	// The invocation ID before the start tells a refused start (no new
+	// run, same ID) from a run that failed (new ID).
+	before, err := s.Unit(ctx, name)
+	if err != nil {
+		return err
+	}
+	err = s.runJob(ctx, "start", name)
 	var je *JobError
-	if errors.As(err, &je) && je.State != nil && je.State.Result == "start-limit-hit" {
-		// The unit is refused because earlier runs failed too often; it
-		// did not run now. Clear the stale failure and try once more.
+	if errors.As(err, &je) && refusedByStartLimit(before, je.State) {
+		// Earlier runs, now stale, used up the start rate limit and
+		// systemd refused this start without running anything. Clear the
+		// stale failure and counter, and try once more.
 		if rerr := s.ResetFailed(ctx, name); rerr != nil {
 			return errors.Join(err, rerr)
 		}
 		return s.runJob(ctx, "start", name)
 	}
 	return err
+}
+
+// refusedByStartLimit reports whether a failed start job was the start rate
+// limit refusing a unit that had run before, rather than a new run failing.
+// systemd sets Result "start-limit-hit" only when the previous result was
+// "success"; after a failure it keeps the old result (say "exit-code"), so
+// the unchanged invocation ID of a unit that stays failed is the other tell.
+func refusedByStartLimit(before UnitState, after *UnitState) bool {
+	if after == nil {
+		return false
+	}
+	if after.Result == "start-limit-hit" {
+		return true
+	}
+	return before.InvocationID != "" && after.InvocationID == before.InvocationID && after.ActiveState == "failed"
 }
 
 func (s *conn) StopUnit(ctx context.Context, name string) error {
@@ -330,7 +380,7 @@ func (s *conn) runJob(ctx context.Context, op, name string) error {
 	case <-ctx.Done():
 		// systemd keeps running the job; only our wait ends.
 		return fmt.Errorf("sdbus: %s %s: job still running when giving up: %w; see journalctl -u %s",
-			op, name, context.Cause(ctx), name)
+			op, name, context.Cause(ctx), shellQuote(name))
 	}
 }
 

@@ -21,7 +21,7 @@ import (
 // sleeps when the instance asks for it.
 const worker = `#!/bin/sh
 ref=$1 esc=$2 dir=$(dirname "$0")
-printf %%s "$ref" >"$dir/out/$esc"
+printf %s "$ref" >"$dir/out/$esc"
 echo run >>"$dir/out/$esc.runs"
 case "$ref" in
 *fail*) exit 3 ;;
@@ -37,7 +37,7 @@ func bootPull(t *testing.T) (*livesystemd.System, sdbus.Systemd) {
 		t.Fatal(err)
 	}
 	script := filepath.Join(s.Dir, "worker.sh")
-	if err := os.WriteFile(script, []byte(fmt.Sprintf(worker)), 0o755); err != nil {
+	if err := os.WriteFile(script, []byte(worker), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	// "%I" is the unescaped instance: the ref exactly as hal0 escaped it.
@@ -119,7 +119,8 @@ func TestStartUnitFailure(t *testing.T) {
 	if !errors.As(err, &je) || je.Result != "failed" || je.Unit != unit {
 		t.Fatalf("StartUnit(%s) = %v; want a JobError with result failed", unit, err)
 	}
-	for _, want := range []string{unit, "failed", "journalctl -u " + unit} {
+	t.Logf("StartUnit error: %v", err)
+	for _, want := range []string{unit, "failed", "exit-code", "status 3", "journalctl -u '" + unit + "'"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %q", err, want)
 		}
@@ -253,28 +254,72 @@ func TestUnitNotFound(t *testing.T) {
 	}
 }
 
-func TestDial(t *testing.T) {
+func TestDialAddressNothingThere(t *testing.T) {
 	t.Parallel()
 	s, _ := bootPull(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
+	if _, err := sdbus.DialAddress(ctx, "unix:path="+filepath.Join(s.Dir, "nothing-here")); !errors.Is(err, sdbus.ErrNoSystemd) {
+		t.Errorf("DialAddress(no socket) = %v, want ErrNoSystemd", err)
+	}
+	// From outside its pid namespace, systemd refuses private connections.
+	if _, err := sdbus.DialAddress(ctx, "unix:path="+s.HostPath("/run/systemd/private")); !errors.Is(err, sdbus.ErrNoSystemd) {
+		t.Errorf("DialAddress(private socket from outside) = %v, want ErrNoSystemd", err)
+	}
+}
 
-	// systemd's private socket: a direct connection without a bus.
-	priv, err := sdbus.DialAddress(ctx, "unix:path="+s.HostPath("/run/systemd/private"))
+// TestDialFallsBackToPrivateSocket runs this test binary inside the
+// namespace (systemd only accepts private connections from peers it can
+// see), with the bus address pointing nowhere: Dial must fall back to
+// /run/systemd/private. The binary is copied to Dir because /tmp, where go
+// test builds it, is private inside.
+func TestDialFallsBackToPrivateSocket(t *testing.T) {
+	t.Parallel()
+	s, _ := bootPull(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer priv.Close()
-	if err := priv.StartUnit(ctx, "hal0-sleep@private.service"); err != nil {
+	bin := filepath.Join(s.Dir, "sdbus.test")
+	data, err := os.ReadFile(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, err := s.Run(ctx, "env", insideEnv+"=1", "DBUS_SYSTEM_BUS_ADDRESS=unix:path=/nonexistent/bus",
+		bin, "-test.run=^TestInsideNamespace$", "-test.v", "-test.count=1")
+	if err != nil || !strings.Contains(out, "--- PASS: TestInsideNamespace") {
+		t.Fatalf("inside the namespace: %v\n%s", err, out)
+	}
+}
+
+const insideEnv = "HAL0_SDBUS_INSIDE_NAMESPACE"
+
+// TestInsideNamespace is TestDialFallsBackToPrivateSocket's half that runs
+// inside the namespace.
+func TestInsideNamespace(t *testing.T) {
+	if os.Getenv(insideEnv) != "1" {
+		t.Skip("helper of TestDialFallsBackToPrivateSocket; only runs inside a livesystemd namespace")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	sd, err := sdbus.Dial(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sd.Close()
+	if err := sd.StartUnit(ctx, "hal0-sleep@private.service"); err != nil {
 		t.Fatalf("StartUnit over the private socket: %v", err)
 	}
-	if st, err := priv.Unit(ctx, "hal0-sleep@private.service"); err != nil || st.ActiveState != "active" {
-		t.Errorf("Unit over the private socket = %+v, %v", st, err)
+	if st, err := sd.Unit(ctx, "hal0-sleep@private.service"); err != nil || st.ActiveState != "active" {
+		t.Fatalf("Unit over the private socket = %+v, %v", st, err)
 	}
-
-	// A bus without systemd on it.
-	if _, err := sdbus.DialAddress(ctx, "unix:path="+filepath.Join(s.Dir, "nothing-here")); !errors.Is(err, sdbus.ErrNoSystemd) {
-		t.Errorf("DialAddress(no socket) = %v, want ErrNoSystemd", err)
+	if err := sd.StopUnit(ctx, "hal0-sleep@private.service"); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -63,3 +63,37 @@ func TestWrapAndDBusErrors(t *testing.T) {
 		t.Error("isDBusError mismatch")
 	}
 }
+
+func TestRefusedByStartLimit(t *testing.T) {
+	failed := UnitState{ActiveState: "failed", Result: "exit-code", InvocationID: "aa"}
+	for _, tt := range []struct {
+		name   string
+		before UnitState
+		after  *UnitState
+		want   bool
+	}{
+		{"no state after", failed, nil, false},
+		{"limit after success", UnitState{ActiveState: "inactive", Result: "success", InvocationID: "aa"},
+			&UnitState{ActiveState: "failed", Result: "start-limit-hit", InvocationID: "aa"}, true},
+		{"limit after failure", failed, &UnitState{ActiveState: "failed", Result: "exit-code", InvocationID: "aa"}, true},
+		{"ran and failed", failed, &UnitState{ActiveState: "failed", Result: "exit-code", InvocationID: "bb"}, false},
+		{"first run failed", UnitState{ActiveState: "inactive"}, &UnitState{ActiveState: "failed", Result: "exit-code", InvocationID: "bb"}, false},
+		{"never ran, refused otherwise", UnitState{ActiveState: "inactive"}, &UnitState{ActiveState: "inactive"}, false},
+	} {
+		if got := refusedByStartLimit(tt.before, tt.after); got != tt.want {
+			t.Errorf("%s: refusedByStartLimit = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestShellQuote(t *testing.T) {
+	for in, want := range map[string]string{
+		"hal0-pull@qwen3:4b.service":        "hal0-pull@qwen3:4b.service",
+		`hal0-pull@meta\x2dllama-x.service`: `'hal0-pull@meta\x2dllama-x.service'`,
+		"it's":                              `'it'\''s'`,
+	} {
+		if got := shellQuote(in); got != want {
+			t.Errorf("shellQuote(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

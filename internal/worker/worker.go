@@ -43,6 +43,27 @@ type Options struct {
 // Run executes the pull. The error carries the stable code that becomes
 // the job's error_code and, through api.ExitCode, the exit status.
 func Run(ctx context.Context, cfg *config.Config, o Options) (*registry.Model, error) {
+	m, err := run(ctx, cfg, o)
+	if err != nil && !errors.Is(err, errLogged) {
+		sd.NewLogger(nil).Errorf("hal0-pull %s: %v", o.Ref, err)
+	}
+	var le *loggedError
+	if errors.As(err, &le) {
+		return nil, le.err
+	}
+	return m, err
+}
+
+// errLogged marks errors the run already wrote to the log with the job's
+// fields, so Run does not print them twice.
+var errLogged = errors.New("logged")
+
+type loggedError struct{ err error }
+
+func (e *loggedError) Error() string   { return e.err.Error() }
+func (e *loggedError) Unwrap() []error { return []error{e.err, errLogged} }
+
+func run(ctx context.Context, cfg *config.Config, o Options) (*registry.Model, error) {
 	rf, err := ref.Parse(o.Ref)
 	if err != nil {
 		return nil, &api.Error{Code: api.CodeInvalidRef, Message: err.Error(), Err: err}
@@ -106,6 +127,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (*registry.Model, e
 	}()
 
 	rep := &reporter{store: store, id: job.ID, log: log, label: id, started: job.StartedAt}
+	rep.meter.Observe(0, time.Now())
 	if o.Progress != nil {
 		rep.render = &progress.Renderer{W: o.Progress, TTY: o.TTY, Width: o.Width}
 	}
@@ -162,7 +184,7 @@ loop:
 		if rep.render != nil {
 			rep.render.Done("")
 		}
-		return nil, res.err
+		return nil, &loggedError{res.err}
 	}
 	sd.Status("completed %s", id)
 	log.With(map[string]string{"HAL0_BYTES": strconv.FormatInt(final.Total, 10), "HAL0_COMMIT": res.m.Commit}, "pull %s completed: %s in %s", id, progress.Bytes(res.m.SizeBytes), res.m.Path)
@@ -211,10 +233,9 @@ type reporter struct {
 
 func (r *reporter) report(ctx context.Context, p pull.Progress, final bool) {
 	now := time.Now()
-	rate := r.meter.Observe(p.Done, now)
-	if p.Phase != pull.PhaseDownloading {
-		rate = r.meter.Rate()
-	}
+	// The rate is network throughput: bytes found on disk by a resume are
+	// not speed.
+	rate := r.meter.Observe(p.Received, now)
 	_, err := r.store.Update(ctx, r.id, func(j *jobs.Job) error {
 		j.Phase = p.Phase
 		j.BytesTotal, j.BytesDone = p.Total, max(j.BytesDone, p.Done)
@@ -236,7 +257,7 @@ func (r *reporter) report(ctx context.Context, p pull.Progress, final bool) {
 		r.lastStatus = now
 		sd.Status("%s", progress.Line(st))
 	}
-	if now.Sub(r.lastLog) >= 10*time.Second && p.Total > 0 && !final {
+	if r.render == nil && now.Sub(r.lastLog) >= 10*time.Second && p.Total > 0 && !final {
 		r.lastLog = now
 		r.log.With(map[string]string{"HAL0_BYTES": strconv.FormatInt(p.Done, 10), "HAL0_TOTAL": strconv.FormatInt(p.Total, 10)}, "%s", progress.Line(st))
 	}

@@ -5,8 +5,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"syscall"
 
@@ -16,7 +18,12 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := hubtest.Main(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+	err := hubtest.Main(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		os.Exit(ee.ExitCode()) // --exec: pass the command's status through
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "testhub:", err)
 		stop()
 		os.Exit(1)
