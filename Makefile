@@ -50,7 +50,7 @@ $(STATICCHECK):
 fmt: ## gofmt the tree
 	gofmt -w $$(find . -name '*.go' -not -path './.*')
 
-bench: build ## download benchmark against a local server (see docs/bench.md)
+bench: build ## download benchmark: hal0 vs curl vs aria2c on a 4 GiB sharded GGUF (loopback)
 	internal/bench/bench.sh
 
 demo: build ## pull a generated sharded model from a loopback test hub into .demo/

@@ -161,7 +161,7 @@ func setToken(c *Config, raw, src string) error {
 	t := strings.TrimSpace(raw)
 	if strings.ContainsAny(t, " \t\r\n") || strings.ContainsFunc(t, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
 		// Never echo the value: it is a credential even when malformed.
-		return fmt.Errorf("Hugging Face token from %s contains whitespace or control characters; it must be a single line like hf_…", src)
+		return fmt.Errorf("the Hugging Face token from %s contains whitespace or control characters; it must be a single line like hf_…", src)
 	}
 	c.HF.Token = NewSecret(t)
 	c.HF.TokenSource = src

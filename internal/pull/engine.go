@@ -54,10 +54,14 @@ type Engine struct {
 	// a resume after a power cut; a killed process loses nothing even
 	// between checkpoints.
 	Checkpoint time.Duration
-	Registry   *registry.Store
-	HTTP       *http.Client
-	Logf       func(format string, a ...any)
-	Now        func() time.Time
+	// NoPreallocate skips fallocate(2), as on filesystems without it (older
+	// ZFS): space is then claimed as data arrives, and a disk that fills
+	// during the pull fails it with no_space, keeping the partials.
+	NoPreallocate bool
+	Registry      *registry.Store
+	HTTP          *http.Client
+	Logf          func(format string, a ...any)
+	Now           func() time.Time
 
 	sem  chan struct{}
 	bufs sync.Pool
@@ -298,7 +302,7 @@ func (h *Handle) Wait(ctx context.Context) (*registry.Model, error) {
 		if contentID == "" {
 			contentID = ent.OID
 		}
-		p, err := openPartial(filepath.Join(root, "files", ent.Path), filepath.Join(root, "state", ent.Path+".state"), ent.Size, e.ChunkSize, contentID)
+		p, err := openPartial(filepath.Join(root, "files", ent.Path), filepath.Join(root, "state", ent.Path+".state"), ent.Size, e.ChunkSize, contentID, !e.NoPreallocate)
 		if err != nil {
 			var ns *noSpaceError
 			if errors.As(err, &ns) {

@@ -84,7 +84,7 @@ func (p *partial) durableOff(k int) int64 { return stateHdrSize + int64(p.n+k)*8
 // openPartial opens or creates the partial for a file of size bytes whose
 // content is identified by id. It preallocates the data file so that a full
 // disk shows up now rather than halfway through.
-func openPartial(dataPath, statePath string, size, chunk int64, id string) (*partial, error) {
+func openPartial(dataPath, statePath string, size, chunk int64, id string, prealloc bool) (*partial, error) {
 	if err := os.MkdirAll(filepath.Dir(dataPath), 0o755); err != nil {
 		return nil, err
 	}
@@ -126,7 +126,7 @@ func openPartial(dataPath, statePath string, size, chunk int64, id string) (*par
 	if fi, err := data.Stat(); err == nil && fi.Size() > size {
 		data.Truncate(size)
 	}
-	if size > 0 {
+	if size > 0 && prealloc {
 		if err := unix.Fallocate(int(data.Fd()), 0, 0, size); err != nil && !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.ENOSYS) {
 			p.close()
 			return nil, wrapIO(err, "preallocate "+dataPath)

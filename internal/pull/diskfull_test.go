@@ -1,0 +1,90 @@
+package pull
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/hal0ai/hal0/internal/api"
+	"github.com/hal0ai/hal0/internal/hubtest"
+	"github.com/hal0ai/hal0/internal/ref"
+)
+
+// smallFS mounts a size-limited tmpfs for the test (root only): a real
+// filesystem that really runs out of space.
+func smallFS(t *testing.T, size string) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a small tmpfs needs root (make test runs as root)")
+	}
+	dir := t.TempDir()
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size="+size); err != nil {
+		t.Skipf("cannot mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+	return dir
+}
+
+// TestDiskFullDuringPullThenResume gives the pull a filesystem that has
+// room for the preflight but is filled by someone else mid-transfer. Without
+// preallocation (as on filesystems lacking fallocate): the pull fails cleanly with no_space, keeps its
+// partial data, and completes after space is freed, transferring only what
+// was missing.
+func TestDiskFullDuringPullThenResume(t *testing.T) {
+	for _, prealloc := range []bool{false, true} {
+		t.Run(map[bool]string{false: "no fallocate", true: "fallocate"}[prealloc], func(t *testing.T) { diskFull(t, prealloc) })
+	}
+}
+
+func diskFull(t *testing.T, prealloc bool) {
+	fs := smallFS(t, "24m")
+	f := newFixture(t, hubtest.Options{})
+	f.cfg.Paths.ModelRoot = fs
+	// Someone else fills the disk while the first shard is in flight.
+	filler := filepath.Join(fs, "filler")
+	f.hub.AddFault(hubtest.Fault{Path: "m-Q4_K_M-00001-of-00003.gguf", Where: "cdn", StallAt: 1 << 20, StallFor: 200e6, Times: 1})
+	e := f.engine()
+	e.Files = 1
+	e.NoPreallocate = !prealloc
+	go func() {
+		// Take all but 1 MiB of what is free once the pull has started.
+		for {
+			var st unix.Statfs_t
+			if unix.Statfs(fs, &st) == nil && f.hub.Stats().Bytes > 0 {
+				free := int64(st.Bavail) * int64(st.Bsize)
+				os.WriteFile(filler, make([]byte, max(free-(1<<20), 0)), 0o644)
+				return
+			}
+		}
+	}()
+	_, err := e.Pull(context.Background(), Request{Ref: ref.MustParse("demo/m:Q4_K_M")})
+	if prealloc {
+		// The space was reserved up front: somebody else filling the disk
+		// cannot break the pull.
+		if err != nil {
+			t.Fatalf("preallocated pull failed: %v", err)
+		}
+		return
+	}
+	if api.CodeOf(err) != api.CodeNoSpace {
+		t.Fatalf("err = %v, want %s", err, api.CodeNoSpace)
+	}
+	if ents, _ := os.ReadDir(f.cfg.Paths.StagingDir()); len(ents) == 0 {
+		t.Fatal("partials discarded on disk full")
+	}
+	sentBefore := f.hub.Stats().Bytes
+	os.Remove(filler)
+	f.hub.ClearFaults()
+	f.hub.ResetStats()
+	m, err := f.engine().Pull(context.Background(), Request{Ref: ref.MustParse("demo/m:Q4_K_M")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.checkInstalled(t, m, ggufOnly(f.files))
+	if got := f.hub.Stats().Bytes; got >= m.SizeBytes {
+		t.Errorf("resume after disk full transferred %d of %d bytes (first run sent %d)", got, m.SizeBytes, sentBefore)
+	}
+}
