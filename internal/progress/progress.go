@@ -123,11 +123,14 @@ func Bar(s State, width int) string {
 	if s.Phase != "" && s.Phase != "downloading" {
 		label += " (" + s.Phase + ")"
 	}
+	// One column stays free: writing the last column makes some terminals
+	// wrap, which breaks the \r redraw.
 	barW := width - len(right) - len(label) - 4
 	if barW < 10 {
-		// Too narrow for the label: drop it before the bar.
+		// Too narrow for the label: drop it before the bar, and keep at
+		// least a short bar whatever the width.
 		label = ""
-		barW = width - len(right) - 3
+		barW = max(width-len(right)-3, 5)
 	}
 	fill := int(frac * float64(barW))
 	b := "[" + strings.Repeat("=", fill) + strings.Repeat(" ", barW-fill) + "]"
