@@ -77,7 +77,7 @@ func TestBootIsolatesHost(t *testing.T) {
 
 func TestWaitUnit(t *testing.T) {
 	t.Parallel()
-	s := Boot(t, WithUnit("sleeper.service", "[Service]\nExecStart=/bin/sleep infinity\n"),
+	s := Boot(t, WithUnit("sleeper.service", "[Service]\nType=exec\nExecStart=/bin/sleep infinity\n"),
 		WithEnv("HAL0_GREETING=hello world", `HAL0_QUOTE=a"b\c`))
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
@@ -88,7 +88,9 @@ func TestWaitUnit(t *testing.T) {
 	if st, err := s.WaitUnit(ctx, "sleeper.service", "active", "failed"); err != nil || st != "active" {
 		t.Fatalf("WaitUnit(active) = %q, %v", st, err)
 	}
-	// WithEnv reaches the units, quotes and all.
+	// WithEnv reaches the units, quotes and all. (Type=exec: with
+	// Type=simple, "active" comes right after fork, and MainPID's environ
+	// could still be systemd's own.)
 	pid, err := s.Systemctl(ctx, "show", "-P", "MainPID", "sleeper.service")
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,109 @@
+package worker
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hal0ai/hal0/internal/api"
+	"github.com/hal0ai/hal0/internal/config"
+	"github.com/hal0ai/hal0/internal/jobs"
+	"github.com/hal0ai/hal0/internal/livesystemd"
+	"github.com/hal0ai/hal0/internal/ref"
+)
+
+// TestLivePullUnit runs the shipped hal0-pull@.service template in a real
+// systemd (booted privately by livesystemd) and starts instances by hand
+// with systemctl, as an operator would. The unit is the real file with
+// three test substitutions: the binary path, the writable tree (a scratch
+// HAL0_HOME instead of /var/lib/hal0 and /mnt/ai-models) and no hal0 user,
+// which only the package creates.
+func TestLivePullUnit(t *testing.T) {
+	s := livesystemd.Boot(t)
+	e := newEnv(t)
+	// The unit has PrivateTmp=yes, which hides /tmp and /var/tmp (where
+	// livesystemd keeps its scratch): the binary and state live in a
+	// scratch directory inside the repository instead.
+	if err := os.MkdirAll("../../.live", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	scratch, err := os.MkdirTemp("../../.live", "worker-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if scratch, err = filepath.Abs(scratch); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(scratch) })
+	home := filepath.Join(scratch, "home")
+	bin := filepath.Join(scratch, "hal0-pull")
+	data, err := os.ReadFile(pullBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(home, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	unit, err := os.ReadFile("../../units/hal0-pull@.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(unit)
+	for old, repl := range map[string]string{
+		"/usr/lib/hal0/current/bin/hal0-pull":         bin,
+		"ReadWritePaths=/var/lib/hal0 /mnt/ai-models": "ReadWritePaths=" + home,
+		"EnvironmentFile=-/etc/hal0/pull.env": "Environment=HAL0_HOME=" + home + " HF_ENDPOINT=" + e.hub.URL +
+			" HAL0_DISK_RESERVE=0 HAL0_PULL_CHUNK_SIZE=1MiB HF_TOKEN=" + token,
+		"User=hal0\n":  "",
+		"Group=hal0\n": "",
+	} {
+		if !strings.Contains(text, old) {
+			t.Fatalf("unit file no longer contains %q", old)
+		}
+		text = strings.ReplaceAll(text, old, repl)
+	}
+	s.InstallUnit(t, "hal0-pull@.service", text)
+
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	cfg := config.Default(home)
+	store := jobs.Open(cfg.Paths.JobsDir())
+
+	rf := ref.MustParse("demo/w:Q4_K_M")
+	if out, err := s.Systemctl(ctx, "start", rf.Unit()); err != nil {
+		jr, _ := s.Journal(ctx, "-u", rf.Unit())
+		t.Fatalf("systemctl start %s: %v\n%s\njournal:\n%s", rf.Unit(), err, out, jr)
+	}
+	j := waitJob(t, store, rf.String(), func(j *jobs.Job) bool { return j.State.Final() })
+	if j.State != jobs.Completed || j.Runner != "systemd" || j.Unit != rf.Unit() {
+		jr, _ := s.Journal(ctx, "-u", rf.Unit())
+		t.Fatalf("job %+v\njournal:\n%s", j, jr)
+	}
+	// The journal has structured progress and outcome lines for the job.
+	out, err := s.Journal(ctx, "-o", "cat", "HAL0_JOB_ID="+j.ID)
+	if err != nil || !strings.Contains(out, "completed") {
+		t.Fatalf("journal for job %s: %v\n%s", j.ID, err, out)
+	}
+	if strings.Contains(out, token) {
+		t.Fatal("token in the journal")
+	}
+
+	// A failing pull leaves a failed unit whose exit status is the
+	// documented code, and a job record that says why.
+	bad := ref.MustParse("nobody/missing")
+	s.Systemctl(ctx, "start", bad.Unit())
+	j = waitJob(t, store, bad.String(), func(j *jobs.Job) bool { return j.State.Final() })
+	if j.State != jobs.Failed || j.ErrorCode != api.CodeRepoNotFound {
+		t.Fatalf("job %+v", j)
+	}
+	show, _ := s.Systemctl(ctx, "show", "-p", "Result", "-p", "ExecMainStatus", bad.Unit())
+	if !strings.Contains(show, "Result=exit-code") || !strings.Contains(show, "ExecMainStatus=3") {
+		t.Fatalf("unit state:\n%s", show)
+	}
+}
