@@ -25,16 +25,11 @@ func TestLivePullUnit(t *testing.T) {
 	s := livesystemd.Boot(t)
 	e := newEnv(t)
 	// The unit has PrivateTmp=yes, which hides /tmp and /var/tmp (where
-	// livesystemd keeps its scratch): the binary and state live in a
-	// scratch directory inside the repository instead.
-	if err := os.MkdirAll("../../.live", 0o755); err != nil {
-		t.Fatal(err)
-	}
-	scratch, err := os.MkdirTemp("../../.live", "worker-")
+	// livesystemd keeps its scratch), and the checkout itself may live in
+	// either: the binary and state go to a scratch directory under /var/lib,
+	// which the unit sees (read-only but for ReadWritePaths).
+	scratch, err := os.MkdirTemp("/var/lib", "hal0-livetest-")
 	if err != nil {
-		t.Fatal(err)
-	}
-	if scratch, err = filepath.Abs(scratch); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(scratch) })
