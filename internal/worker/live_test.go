@@ -80,6 +80,11 @@ func TestLivePullUnit(t *testing.T) {
 		jr, _ := s.Journal(ctx, "-u", rf.Unit())
 		t.Fatalf("job %+v\njournal:\n%s", j, jr)
 	}
+	// The worker logs its last line after writing the record: wait for the
+	// unit to finish before reading the journal.
+	if st, err := s.WaitUnit(ctx, rf.Unit(), "inactive"); err != nil {
+		t.Fatalf("unit never went inactive (last state %s): %v", st, err)
+	}
 	// The journal has structured progress and outcome lines for the job.
 	out, err := s.Journal(ctx, "-o", "cat", "HAL0_JOB_ID="+j.ID)
 	if err != nil || !strings.Contains(out, "completed") {
@@ -96,6 +101,11 @@ func TestLivePullUnit(t *testing.T) {
 	j = waitJob(t, store, bad.String(), func(j *jobs.Job) bool { return j.State.Final() })
 	if j.State != jobs.Failed || j.ErrorCode != api.CodeRepoNotFound {
 		t.Fatalf("job %+v", j)
+	}
+	// The record is written before the worker exits: wait for systemd to
+	// see the exit too.
+	if st, err := s.WaitUnit(ctx, bad.Unit(), "failed"); err != nil {
+		t.Fatalf("unit never failed (last state %s): %v", st, err)
 	}
 	show, _ := s.Systemctl(ctx, "show", "-p", "Result", "-p", "ExecMainStatus", bad.Unit())
 	if !strings.Contains(show, "Result=exit-code") || !strings.Contains(show, "ExecMainStatus=3") {
