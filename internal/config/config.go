@@ -87,8 +87,16 @@ type API struct {
 	// IdleExit makes a socket-activated apid exit after this long without
 	// requests or running jobs; 0 disables it.
 	IdleExit Duration `toml:"idle_exit"`
-	// TokenFile holds HAL0_API_TOKEN=… for bearer auth on TCP.
+	// TokenFile holds HAL0_API_TOKEN=… for bearer auth on TCP (default
+	// <config dir>/api.env).
 	TokenFile string `toml:"token_file"`
+	// AllowedHosts are Host names accepted on TCP besides loopback, for a
+	// dashboard reached by name.
+	AllowedHosts []string `toml:"allowed_hosts"`
+
+	// Token is resolved at load time from HAL0_API_TOKEN, the systemd
+	// credential "api-token" or TokenFile.
+	Token Secret `toml:"-"`
 }
 
 // Default root locations of an appliance install.
@@ -179,6 +187,9 @@ func LoadEnv(env Env) (*Config, error) {
 		return nil, err
 	}
 	if err := resolveToken(c, env); err != nil {
+		return nil, err
+	}
+	if err := resolveAPIToken(c, env); err != nil {
 		return nil, err
 	}
 	if err := c.Validate(); err != nil {

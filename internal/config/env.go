@@ -167,3 +167,40 @@ func setToken(c *Config, raw, src string) error {
 	c.HF.TokenSource = src
 	return nil
 }
+
+// resolveAPIToken finds the bearer token that guards changes over TCP:
+// HAL0_API_TOKEN, the systemd credential "api-token", or a
+// HAL0_API_TOKEN=… line in api.token_file (default <config dir>/api.env,
+// kept mode 0600 by the package).
+func resolveAPIToken(c *Config, env Env) error {
+	if v, ok := env("HAL0_API_TOKEN"); ok && strings.TrimSpace(v) != "" {
+		c.API.Token = NewSecret(strings.TrimSpace(v))
+		return nil
+	}
+	if d, ok := env("CREDENTIALS_DIRECTORY"); ok && d != "" {
+		if b, err := os.ReadFile(filepath.Join(d, "api-token")); err == nil && strings.TrimSpace(string(b)) != "" {
+			c.API.Token = NewSecret(strings.TrimSpace(string(b)))
+			return nil
+		}
+	}
+	file := c.API.TokenFile
+	if file == "" {
+		file = filepath.Join(c.Paths.ConfigDir, "api.env")
+	}
+	b, err := os.ReadFile(file)
+	if errors.Is(err, os.ErrNotExist) && c.API.TokenFile == "" {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read API token file: %v", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "HAL0_API_TOKEN="); ok {
+			v = strings.Trim(strings.TrimSpace(v), `"'`)
+			if v != "" {
+				c.API.Token = NewSecret(v)
+			}
+		}
+	}
+	return nil
+}

@@ -85,7 +85,10 @@ type Job struct {
 	Error      string `json:"error,omitempty"`
 	ExitStatus *int   `json:"exit_status,omitempty"`
 	PID        int    `json:"pid,omitempty"`
-	Attempts   int    `json:"attempts"`
+	// CancelRequested is set by whoever asked for a cancel, so a job whose
+	// worker never got to record it still ends as cancelled.
+	CancelRequested bool `json:"cancel_requested,omitempty"`
+	Attempts        int  `json:"attempts"`
 
 	CreatedAt  time.Time  `json:"created_at"`
 	StartedAt  *time.Time `json:"started_at,omitempty"`

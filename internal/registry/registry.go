@@ -31,44 +31,44 @@ import (
 
 // Model is one registry entry.
 type Model struct {
-	ID string `toml:"-"`
+	ID string `toml:"-" json:"id"`
 
-	Name string `toml:"name,omitempty"`
-	Path string `toml:"path"`
+	Name string `toml:"name,omitempty" json:"name,omitempty"`
+	Path string `toml:"path" json:"path"`
 	// Dir is the install directory; Files are relative to it. Path is the
 	// file a runtime opens (a GGUF) or Dir itself.
-	Dir          string         `toml:"dir,omitempty"`
-	SizeBytes    int64          `toml:"size_bytes"`
-	License      string         `toml:"license,omitempty"`
-	Capabilities []string       `toml:"capabilities,omitempty"`
-	HFRepo       string         `toml:"hf_repo,omitempty"`
-	HFFilename   string         `toml:"hf_filename,omitempty"`
-	Tags         []string       `toml:"tags,omitempty"`
-	Backends     []string       `toml:"backends,omitempty"`
-	MMProj       string         `toml:"mmproj,omitempty"`
-	Pullable     bool           `toml:"pullable,omitempty"`
-	Defaults     map[string]any `toml:"defaults,omitempty"`
-	Metadata     map[string]any `toml:"metadata,omitempty"`
+	Dir          string         `toml:"dir,omitempty" json:"dir,omitempty"`
+	SizeBytes    int64          `toml:"size_bytes" json:"size_bytes"`
+	License      string         `toml:"license,omitempty" json:"license,omitempty"`
+	Capabilities []string       `toml:"capabilities,omitempty" json:"capabilities,omitempty"`
+	HFRepo       string         `toml:"hf_repo,omitempty" json:"hf_repo,omitempty"`
+	HFFilename   string         `toml:"hf_filename,omitempty" json:"hf_filename,omitempty"`
+	Tags         []string       `toml:"tags,omitempty" json:"tags,omitempty"`
+	Backends     []string       `toml:"backends,omitempty" json:"backends,omitempty"`
+	MMProj       string         `toml:"mmproj,omitempty" json:"mmproj,omitempty"`
+	Pullable     bool           `toml:"pullable,omitempty" json:"pullable,omitempty"`
+	Defaults     map[string]any `toml:"defaults,omitempty" json:"defaults,omitempty"`
+	Metadata     map[string]any `toml:"metadata,omitempty" json:"metadata,omitempty"`
 
 	// Added by the Go hal0.
-	Source      string `toml:"source,omitempty"`   // hf, flm or local
-	Endpoint    string `toml:"endpoint,omitempty"` // hub the files came from
-	Revision    string `toml:"revision,omitempty"` // as asked for (branch, tag…)
-	Commit      string `toml:"commit,omitempty"`   // the pinned 40-hex commit
-	Format      string `toml:"format,omitempty"`   // dir or qcow2
-	InstalledAt string `toml:"installed_at,omitempty"`
-	Files       []File `toml:"files,omitempty"`
+	Source      string `toml:"source,omitempty" json:"source,omitempty"`     // hf, flm or local
+	Endpoint    string `toml:"endpoint,omitempty" json:"endpoint,omitempty"` // hub the files came from
+	Revision    string `toml:"revision,omitempty" json:"revision,omitempty"` // as asked for (branch, tag…)
+	Commit      string `toml:"commit,omitempty" json:"commit,omitempty"`     // the pinned 40-hex commit
+	Format      string `toml:"format,omitempty" json:"format,omitempty"`     // dir or qcow2
+	InstalledAt string `toml:"installed_at,omitempty" json:"installed_at,omitempty"`
+	Files       []File `toml:"files,omitempty" json:"files,omitempty"`
 
 	// Extra holds keys this version does not know, written back unchanged.
-	Extra map[string]any `toml:"-"`
+	Extra map[string]any `toml:"-" json:"extra,omitempty"`
 }
 
 // File is one installed file of a model.
 type File struct {
-	Path   string `toml:"path"` // relative to Model.Path when that is a directory
-	Size   int64  `toml:"size"`
-	SHA256 string `toml:"sha256"`
-	GitOID string `toml:"git_oid,omitempty"` // git blob SHA-1 for non-LFS files
+	Path   string `toml:"path" json:"path"` // relative to Model.Dir
+	Size   int64  `toml:"size" json:"size"`
+	SHA256 string `toml:"sha256" json:"sha256"`
+	GitOID string `toml:"git_oid,omitempty" json:"git_oid,omitempty"` // git blob SHA-1 for non-LFS files
 }
 
 // Registry is an in-memory snapshot of the file.

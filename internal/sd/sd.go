@@ -4,11 +4,13 @@ package sd
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/activation"
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/coreos/go-systemd/v22/journal"
 )
@@ -93,4 +95,24 @@ func (l *Logger) Send(pri journal.Priority, fields map[string]string, format str
 		msg += " (" + strings.Join(extra, " ") + ")"
 	}
 	fmt.Fprintln(os.Stderr, msg)
+}
+
+// Listeners returns the sockets systemd passed (socket activation), and
+// clears LISTEN_* so that children do not inherit them. None is not an
+// error: the caller binds its own.
+func Listeners() ([]net.Listener, error) {
+	files := activation.Files(true)
+	var out []net.Listener
+	for _, f := range files {
+		l, err := net.FileListener(f)
+		f.Close()
+		if err != nil {
+			for _, o := range out {
+				o.Close()
+			}
+			return nil, fmt.Errorf("socket from systemd (%s): %w", f.Name(), err)
+		}
+		out = append(out, l)
+	}
+	return out, nil
 }

@@ -305,6 +305,9 @@ func isDBusError(err error, name string) bool {
 const errNoSuchUnit = "org.freedesktop.systemd1.NoSuchUnit"
 
 func (s *conn) StartUnit(ctx context.Context, name string) error {
+	// One budget for the whole operation, retry included.
+	ctx, cancel := context.WithTimeout(ctx, DefaultJobTimeout)
+	defer cancel()
 	// The invocation ID before the start tells a refused start (no new
 	// run, same ID) from a run that failed (new ID).
 	before, err := s.Unit(ctx, name)
@@ -348,7 +351,8 @@ func (s *conn) StopUnit(ctx context.Context, name string) error {
 	return err
 }
 
-// runJob enqueues a start or stop job and waits for its result.
+// runJob enqueues a start or stop job and waits for its result, at most
+// until ctx ends or DefaultJobTimeout passes.
 func (s *conn) runJob(ctx context.Context, op, name string) error {
 	ctx, cancel := context.WithTimeout(ctx, DefaultJobTimeout)
 	defer cancel()

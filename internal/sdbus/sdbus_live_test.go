@@ -338,3 +338,33 @@ func TestDialEnv(t *testing.T) {
 		t.Errorf("Unit(dbus.service) = %+v, %v", st, err)
 	}
 }
+
+// TestStartUnitGivesUpAtDeadline: StartUnit stops waiting at ctx's deadline
+// while systemd keeps the job; the abandoned job's result later lands in its
+// buffered channel, so the connection keeps working (go-systemd#429).
+func TestStartUnitGivesUpAtDeadline(t *testing.T) {
+	t.Parallel()
+	s, sd := bootPull(t)
+	s.InstallUnit(t, "hal0-slow@.service", "[Service]\nType=oneshot\nExecStart=/bin/sleep infinity\n")
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+
+	unit := "hal0-slow@a.service"
+	short, cancelShort := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancelShort()
+	err := sd.StartUnit(short, unit)
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "still running") {
+		t.Fatalf("StartUnit past deadline = %v; want DeadlineExceeded, job still running", err)
+	}
+	if st, err := sd.Unit(ctx, unit); err != nil || st.ActiveState != "activating" {
+		t.Fatalf("Unit(%s) = %+v, %v; want activating", unit, st, err)
+	}
+	// Stopping cancels the start job: its "canceled" result goes to the
+	// abandoned channel. Both this and the next job must still complete.
+	if err := sd.StopUnit(ctx, unit); err != nil {
+		t.Fatal(err)
+	}
+	if err := sd.StartUnit(ctx, unitname.Instance("hal0-pull@.service", "after/timeout")); err != nil {
+		t.Fatalf("StartUnit after an abandoned job: %v", err)
+	}
+}

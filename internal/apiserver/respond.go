@@ -1,0 +1,142 @@
+package apiserver
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/hal0ai/hal0/internal/api"
+	"github.com/hal0ai/hal0/internal/version"
+)
+
+func versionString() string { return version.Version }
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	enc.Encode(v)
+}
+
+// writeErr answers with the error envelope. Errors that are not *api.Error
+// are internal: their text is logged by the caller and not shown, so file
+// paths and other details of a failure do not leak to clients.
+func writeErr(w http.ResponseWriter, err error) {
+	var ae *api.Error
+	if !errors.As(err, &ae) {
+		ae = &api.Error{Code: api.CodeInternal, Message: "internal error: " + err.Error(), Status: http.StatusInternalServerError}
+	}
+	writeJSON(w, api.StatusOf(ae), api.Envelope{Error: ae})
+}
+
+// decodeBody reads an optional JSON body into v, refusing unknown fields
+// and bodies over MaxBody.
+func decodeBody(r *http.Request, v any) error {
+	if r.Body == nil {
+		return nil
+	}
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.Is(err, io.EOF):
+		return nil // no body
+	case errors.As(err, &mbe):
+		return api.Errorf(api.CodeTooLarge, http.StatusRequestEntityTooLarge, "request body larger than %d bytes", MaxBody)
+	case err != nil:
+		return api.Errorf(api.CodeBadRequest, http.StatusBadRequest, "bad JSON body: %v", err)
+	}
+	if dec.More() {
+		return api.Errorf(api.CodeBadRequest, http.StatusBadRequest, "bad JSON body: more than one value")
+	}
+	return nil
+}
+
+// compress encodes responses with zstd or gzip when the client accepts it.
+// Event streams are left alone: they must reach the client as written.
+func compress(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/events") {
+			next.ServeHTTP(w, r)
+			return
+		}
+		enc := pickEncoding(r.Header.Get("Accept-Encoding"))
+		if enc == "" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		w.Header().Add("Vary", "Accept-Encoding")
+		cw := &compressWriter{ResponseWriter: w, enc: enc}
+		defer cw.close()
+		next.ServeHTTP(cw, r)
+	})
+}
+
+func pickEncoding(accept string) string {
+	var gz bool
+	for _, part := range strings.Split(accept, ",") {
+		name, params, _ := strings.Cut(strings.TrimSpace(part), ";")
+		if strings.Contains(strings.ReplaceAll(params, " ", ""), "q=0") && !strings.Contains(params, "q=0.") {
+			continue
+		}
+		switch strings.ToLower(strings.TrimSpace(name)) {
+		case "zstd":
+			return "zstd"
+		case "gzip":
+			gz = true
+		}
+	}
+	if gz {
+		return "gzip"
+	}
+	return ""
+}
+
+type compressWriter struct {
+	http.ResponseWriter
+	enc string
+	w   io.WriteCloser
+}
+
+func (c *compressWriter) WriteHeader(status int) {
+	if c.w == nil && status != http.StatusNoContent && status != http.StatusNotModified {
+		c.Header().Set("Content-Encoding", c.enc)
+		c.Header().Del("Content-Length")
+		switch c.enc {
+		case "zstd":
+			zw, err := zstd.NewWriter(c.ResponseWriter, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1), zstd.WithLowerEncoderMem(true))
+			if err != nil {
+				panic(fmt.Sprintf("zstd writer: %v", err))
+			}
+			c.w = zw
+		default:
+			gw, _ := gzip.NewWriterLevel(c.ResponseWriter, gzip.BestSpeed)
+			c.w = gw
+		}
+	}
+	c.ResponseWriter.WriteHeader(status)
+}
+
+func (c *compressWriter) Write(b []byte) (int, error) {
+	if c.w == nil {
+		c.WriteHeader(http.StatusOK)
+	}
+	if c.w == nil {
+		return c.ResponseWriter.Write(b)
+	}
+	return c.w.Write(b)
+}
+
+func (c *compressWriter) close() {
+	if c.w != nil {
+		c.w.Close()
+	}
+}
