@@ -131,7 +131,7 @@ func Default(home string) *Config {
 		HF: HF{Endpoint: DefaultEndpoint},
 		Pull: Pull{
 			Concurrency:  4,
-			Connections:  8,
+			Connections:  16,
 			ChunkSize:    64 << 20,
 			DiskReserve:  1 << 30,
 			StallTimeout: Duration(30 * time.Second),
