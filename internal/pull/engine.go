@@ -12,7 +12,6 @@ package pull
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
 	"os"
 	"path"
@@ -168,9 +167,8 @@ func (r *run) setSHA(p, s string) {
 	r.mu.Unlock()
 }
 
-// Pull runs a pull to completion. observe, if not nil, receives snapshots
-// from Snapshot-able state; callers poll Progress through the returned
-// handle instead. Use Start for that.
+// Pull runs a pull to completion. Callers that want progress use Start and
+// poll the Handle instead.
 func (e *Engine) Pull(ctx context.Context, req Request) (*registry.Model, error) {
 	h := e.Start(req)
 	return h.Wait(ctx)
@@ -331,7 +329,7 @@ func (h *Handle) Wait(ctx context.Context) (*registry.Model, error) {
 		if req.DiscardPartial {
 			os.RemoveAll(stage)
 		}
-		if ctx.Err() != nil && errors.Is(err, context.Canceled) || errors.Is(context.Cause(ctx), context.Canceled) && ctx.Err() != nil {
+		if ctx.Err() != nil {
 			return nil, api.Errorf(api.CodeCancelled, 0, "pull of %s cancelled; %s", id, keptNote(req.DiscardPartial))
 		}
 		return nil, err
@@ -675,12 +673,4 @@ func ErrorCode(err error) string {
 		return api.CodeCancelled
 	}
 	return api.CodeOf(err)
-}
-
-// Describe renders an error for people, adding nothing secret.
-func Describe(err error) string {
-	if err == nil {
-		return ""
-	}
-	return fmt.Sprint(err)
 }

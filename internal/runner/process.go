@@ -22,7 +22,7 @@ type Process struct {
 	Bin string
 	// Env is the workers' environment (default: apid's).
 	Env []string
-	// Logf receives worker output lines' destination notes.
+	// Stderr receives the workers' output (their log lines).
 	Stderr *os.File
 	// StopGrace is how long Stop waits after SIGTERM before SIGKILL.
 	StopGrace time.Duration
