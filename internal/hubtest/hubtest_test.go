@@ -862,6 +862,13 @@ func TestStatsBytes(t *testing.T) {
 	if st.Bytes != int64(len(data)+len(configJSON)) || st.HubRequests != 3 || st.CDNRequests != 2 || st.FaultsFired != 1 {
 		t.Errorf("stats %+v", st)
 	}
+	// The dropped response's handler may still be unwinding after the
+	// client saw the reset: wait for every handler to return.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := h.WaitIdle(ctx); err != nil {
+		t.Fatal(err)
+	}
 	var cdnBytes int64
 	for _, r := range h.Requests() {
 		if !r.Done {
