@@ -405,3 +405,23 @@ func TestUnsafeNamesFromServer(t *testing.T) {
 		t.Fatal("file written outside the model directory")
 	}
 }
+
+func TestCancelCanDiscardPartials(t *testing.T) {
+	f := newFixture(t, hubtest.Options{})
+	f.hub.AddFault(hubtest.Fault{Where: "cdn", StallAt: 1 << 20, StallFor: time.Minute})
+	e := f.engine()
+	h := e.Start(Request{Ref: ref.MustParse("demo/m:Q4_K_M"), DiscardPartial: true})
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		for h.Progress().Done == 0 {
+			time.Sleep(2 * time.Millisecond)
+		}
+		cancel()
+	}()
+	if _, err := h.Wait(ctx); api.CodeOf(err) != api.CodeCancelled || !strings.Contains(err.Error(), "discarded") {
+		t.Fatalf("err = %v", err)
+	}
+	if ents, _ := os.ReadDir(f.cfg.Paths.StagingDir()); len(ents) != 0 {
+		t.Fatalf("partials kept: %v", ents)
+	}
+}
