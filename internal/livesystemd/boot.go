@@ -46,6 +46,14 @@ mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mount -t tmpfs -o mode=0755 tmpfs /run
 # Without this, systemd-tmpfiles would empty the host's /tmp.
 mount -t tmpfs -o mode=1777 tmpfs /tmp
+# /var/tmp is private as well (units' PrivateTmp= directories, tmpfiles
+# aging), except for the scratch directory, moved back to its own path.
+mkdir /run/.hal0-live-dir
+mount --bind "$HAL0_LIVE_DIR" /run/.hal0-live-dir
+mount -t tmpfs -o mode=1777 tmpfs /var/tmp
+mkdir -p "$HAL0_LIVE_DIR"
+mount --move /run/.hal0-live-dir "$HAL0_LIVE_DIR"
+rmdir /run/.hal0-live-dir
 if [ -d /var/log/journal ]; then mount -t tmpfs -o mode=2755 tmpfs /var/log/journal; fi
 # Host configuration that would start host services or touch the host
 # kernel, consoles or files: the admin's units and enablement links,
@@ -97,7 +105,8 @@ func hiddenDirs() []string {
 // units reached through BootTarget's own dependencies need it: the rest is
 // hidden wholesale by hiddenDirs.
 var masked = []string{
-	"systemd-tmpfiles-clean.timer", // would age-clean the host's /var/tmp (our Dir lives there)
+	// Would age-clean /var/tmp; private inside, but Dir lives there.
+	"systemd-tmpfiles-clean.timer",
 }
 
 // prepare writes the scripts and the tree stage2 copies to /run.
@@ -213,7 +222,8 @@ func boot(t testing.TB, cfg *config) (*System, error) {
 		"/bin/sh", filepath.Join(s.state, "boot.sh")}
 	args = append(args, hiddenDirs()...) // stage1 passes them on to stage2
 	s.cmd = exec.Command(unshare, args...)
-	s.cmd.Env = []string{"PATH=" + safePath, "HAL0_LIVE_STATE=" + s.state, "HAL0_LIVE_CGROUP=" + s.cgroup, "HAL0_LIVE_SYSTEMD=" + sysd}
+	s.cmd.Env = []string{"PATH=" + safePath, "HAL0_LIVE_DIR=" + s.Dir, "HAL0_LIVE_STATE=" + s.state,
+		"HAL0_LIVE_CGROUP=" + s.cgroup, "HAL0_LIVE_SYSTEMD=" + sysd}
 	s.cmd.Dir = "/"
 	s.cmd.Stdout, s.cmd.Stderr = logf, logf
 	// If the test binary dies without running its cleanups, the kernel
@@ -378,9 +388,11 @@ func (s *System) shutdown(t testing.TB) {
 			if s.sysd != nil {
 				start := time.Now()
 				ctx, cancel := context.WithTimeout(context.Background(), poweroffTimeout)
-				// --no-block: the namespace, and with it systemctl's
-				// connection, ends while the job runs.
-				_, _ = s.Systemctl(ctx, "poweroff", "--no-block")
+				// What `systemctl poweroff` does, minus its detour through
+				// logind (which D-Bus would activate, with a PrivateTmp on
+				// the shared /var/tmp). --no-block: the namespace, and with
+				// it systemctl's connection, ends while the job runs.
+				_, _ = s.Systemctl(ctx, "start", "--no-block", "--job-mode=replace-irreversibly", "poweroff.target")
 				select {
 				case <-s.exited:
 					t.Logf("livesystemd: systemd pid %d powered off in %v", s.PID, time.Since(start).Round(time.Millisecond))

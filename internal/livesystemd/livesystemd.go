@@ -6,8 +6,8 @@
 // mount, UTS and cgroup namespace (see /work/shared/reference/live-systemd.md
 // for the recipe) and hands the test its bus address and helpers to run
 // systemctl, journalctl or any command inside. On the development VMs a
-// Boot takes 0.1-0.4 s until "running" and the power-off at cleanup another
-// 0.2-0.4 s (eight in parallel on two CPUs: up to 0.65 s each), and many
+// Boot takes 0.1-0.4 s until "running" (eight in parallel on two CPUs: up
+// to 0.65 s each) and the power-off at cleanup under 0.1 s, and many
 // Systems may run side by side in one test binary.
 //
 // # What is private and what is shared
@@ -16,9 +16,11 @@
 // therefore hides or neutralises everything a booting systemd would
 // otherwise do to the host:
 //
-//   - tmpfs on /run, /tmp and /var/log/journal (when it exists): without the
-//     /tmp mount, systemd-tmpfiles would empty the host's /tmp, and the
-//     journal would land on the host's disk;
+//   - tmpfs on /run, /tmp, /var/tmp and /var/log/journal (when it exists):
+//     without the /tmp mount, systemd-tmpfiles would empty the host's /tmp;
+//     units' PrivateTmp= directories would pile up in the host's /var/tmp
+//     whenever a namespace is killed; the journal would land on the host's
+//     disk;
 //   - a cgroup2 hierarchy rooted in a cgroup of its own (cgroup namespace),
 //     so parallel Systems and the host never fight over system.slice;
 //   - an empty /etc/systemd/system, no generators and no vendor
@@ -34,9 +36,10 @@
 // /run/systemd/system inside the namespace (WithUnit, System.InstallUnit).
 //
 // Everything else is shared: binaries, and directories the units under
-// test use, must live outside /tmp and /run. System.Dir is such a
-// directory (under /var/tmp), removed at cleanup. A unit with PrivateTmp=
-// gets a private /var/tmp too and cannot see Dir.
+// test use, must live outside /tmp, /var/tmp and /run. System.Dir is the
+// exception made for that: a directory under /var/tmp, bind-mounted at the
+// same path inside, removed at cleanup. A unit with PrivateTmp= gets a
+// private /var/tmp and cannot see Dir.
 //
 // # Running the live tests
 //

@@ -36,6 +36,18 @@ func TestBootIsolatesHost(t *testing.T) {
 		if out, err := s.Run(ctx, "ls", "-A", "/tmp"); err != nil || strings.Contains(out, filepath.Base(marker.Name())) {
 			t.Errorf("namespace /tmp shows the host's (%q, %v)", out, err)
 		}
+		// /var/tmp inside holds nothing but Dir, and PrivateTmp= units
+		// keep their directories there, not in the host's /var/tmp.
+		if out, err := s.Run(ctx, "ls", "-A", "/var/tmp"); err != nil || out != filepath.Base(s.Dir) {
+			t.Errorf("namespace /var/tmp = %q, %v; want just %s", out, err, filepath.Base(s.Dir))
+		}
+		s.InstallUnit(t, "ptmp.service", "[Service]\nType=exec\nPrivateTmp=yes\nExecStart=/bin/sleep infinity\n")
+		if _, err := s.Systemctl(ctx, "start", "ptmp.service"); err != nil {
+			t.Fatal(err)
+		}
+		if leaked, _ := filepath.Glob("/var/tmp/systemd-private-*-ptmp.service-*"); len(leaked) > 0 {
+			t.Errorf("PrivateTmp directories on the host: %v", leaked)
+		}
 		// Dir is shared both ways.
 		if _, err := s.Run(ctx, "sh", "-c", `echo inside >"$0/from-ns"`, s.Dir); err != nil {
 			t.Fatal(err)
