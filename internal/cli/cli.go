@@ -1,5 +1,7 @@
-// Package cli implements the hal0 command. Each verb lives in its own file;
-// Stdout and Stderr are variables so tests can capture output.
+// Package cli implements the hal0 command. Each group of verbs lives in its
+// own file (model.go, pull.go, version.go); everything that needs hal0-apid
+// goes through internal/client. Stdout and Stderr are variables so tests
+// can capture output.
 package cli
 
 import (
@@ -14,6 +16,7 @@ import (
 	"strings"
 
 	"github.com/hal0ai/hal0/internal/api"
+	"github.com/hal0ai/hal0/internal/client"
 	"github.com/hal0ai/hal0/internal/config"
 )
 
@@ -98,9 +101,19 @@ func Run(ctx context.Context, args []string) int {
 	}
 	if err := fn(ctx, fs.Args()); err != nil {
 		fmt.Fprintf(Stderr, "%s: %v\n", full, err)
-		return api.ExitCode(err)
+		return exitCode(err)
 	}
 	return 0
+}
+
+// exitCode is api.ExitCode, plus the one failure that never crosses the
+// API because it is about reaching it.
+func exitCode(err error) int {
+	var ue *client.UnreachableError
+	if errors.As(err, &ue) {
+		return api.ExitNoAPI
+	}
+	return api.ExitCode(err)
 }
 
 // interleave moves flags after positional arguments to the front, so that

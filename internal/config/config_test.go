@@ -222,3 +222,30 @@ func TestParseSize(t *testing.T) {
 		}
 	}
 }
+
+func TestAPIToken(t *testing.T) {
+	home := t.TempDir()
+	writeConfig(t, home, "")
+	envFile := filepath.Join(home, "etc/hal0/api.env")
+	os.WriteFile(envFile, []byte("# token for TCP\nHAL0_API_TOKEN=\"abc123\"\n"), 0o600)
+	c, err := LoadEnv(envMap(map[string]string{"HAL0_HOME": home}))
+	if err != nil || c.API.Token.Reveal() != "abc123" {
+		t.Fatalf("token from api.env: %v %v", c.API.Token.Reveal(), err)
+	}
+	c, _ = LoadEnv(envMap(map[string]string{"HAL0_HOME": home, "HAL0_API_TOKEN": "fromenv"}))
+	if c.API.Token.Reveal() != "fromenv" {
+		t.Fatal("HAL0_API_TOKEN does not win")
+	}
+	// An unreadable default api.env (root-only, read by a group member) is
+	// not an error; a configured token_file that is missing is.
+	os.Chmod(envFile, 0o000)
+	if os.Geteuid() != 0 {
+		if _, err := LoadEnv(envMap(map[string]string{"HAL0_HOME": home})); err != nil {
+			t.Fatalf("unreadable default api.env: %v", err)
+		}
+	}
+	writeConfig(t, home, "[api]\ntoken_file = \"/nonexistent/api.env\"\n")
+	if _, err := LoadEnv(envMap(map[string]string{"HAL0_HOME": home})); err == nil {
+		t.Fatal("missing configured token file accepted")
+	}
+}

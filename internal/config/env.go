@@ -188,7 +188,9 @@ func resolveAPIToken(c *Config, env Env) error {
 		file = filepath.Join(c.Paths.ConfigDir, "api.env")
 	}
 	b, err := os.ReadFile(file)
-	if errors.Is(err, os.ErrNotExist) && c.API.TokenFile == "" {
+	if c.API.TokenFile == "" && (errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrPermission)) {
+		// The default api.env is root-only (0600): CLI users in the hal0
+		// group talk over the unix socket and need no token.
 		return nil
 	}
 	if err != nil {
