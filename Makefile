@@ -53,11 +53,17 @@ fmt: ## gofmt the tree
 bench: build ## download benchmark: hal0 vs curl vs aria2c on a 4 GiB sharded GGUF (loopback)
 	internal/bench/bench.sh
 
-demo: build ## pull a generated sharded model from a loopback test hub into .demo/
+demo: build ## pull a generated sharded model from a loopback test hub through hal0-apid (embedded mode) into .demo/
 	@rm -rf .demo && mkdir -p .demo
+	@echo "hal0-apid runs pulls as child processes here (no systemd needed); its log: .demo/apid.log"
 	$(BIN)/hal0-testhub --listen 127.0.0.1:0 --repo demo/tiny-GGUF --quant Q4_K_M --shards 3 --shard-size 48MiB --exec -- \
-	  env HAL0_HOME=$(CURDIR)/.demo HAL0_DISK_RESERVE=0 $(BIN)/hal0 model pull demo/tiny-GGUF:Q4_K_M --local
-	@echo; echo "registry entry:"; HAL0_HOME=$(CURDIR)/.demo $(BIN)/hal0 model show demo/tiny-GGUF:Q4_K_M
+	  env HAL0_HOME=$(CURDIR)/.demo HAL0_DISK_RESERVE=0 sh -c '\
+	    sock=$(CURDIR)/.demo/run/hal0/api.sock; \
+	    $(CURDIR)/$(BIN)/hal0-apid --runner=process --listen unix:$$sock 2>$(CURDIR)/.demo/apid.log & apid=$$!; \
+	    trap "kill $$apid" EXIT; \
+	    i=0; until [ -S $$sock ] || [ $$i -ge 200 ]; do sleep 0.05; i=$$((i+1)); done; \
+	    $(CURDIR)/$(BIN)/hal0 model pull demo/tiny-GGUF:Q4_K_M && echo && echo "registry entry:" && \
+	    $(CURDIR)/$(BIN)/hal0 model show demo/tiny-GGUF:Q4_K_M'
 
 clean: ## remove build output and demo state
 	rm -rf $(BIN) .demo .bench .live
