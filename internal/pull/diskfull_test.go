@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -58,6 +59,7 @@ func diskFull(t *testing.T, prealloc bool) {
 				os.WriteFile(filler, make([]byte, max(free-(1<<20), 0)), 0o644)
 				return
 			}
+			time.Sleep(time.Millisecond) // poll the condition without spinning a core
 		}
 	}()
 	_, err := e.Pull(context.Background(), Request{Ref: ref.MustParse("demo/m:Q4_K_M")})
