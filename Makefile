@@ -9,7 +9,7 @@ BINARIES := hal0 hal0-apid hal0-pull hal0-slotd
 STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
 FUZZTIME ?= 10s
 
-.PHONY: help build test test-short test-live lint fmt vet staticcheck fuzz bench demo clean deps
+.PHONY: help build test test-short test-live lint fmt vet staticcheck fuzz bench bench-api demo clean deps
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -28,7 +28,7 @@ test: lint ## everything CI runs: lint, unit, live systemd, fuzz smoke
 	$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME)
 
 test-live: ## only the tests that boot a private systemd (root)
-	HAL0_LIVE_REQUIRED=1 $(GO) test -count=1 -v -run 'Live|Boot|Unit|Stop|Dial|Namespace' ./internal/livesystemd/ ./internal/sdbus/ ./internal/worker/
+	HAL0_LIVE_REQUIRED=1 $(GO) test -count=1 -v -run 'Live|Boot|Unit|Stop|Dial|Namespace' ./internal/livesystemd/ ./internal/sdbus/ ./internal/worker/ ./internal/apid/
 
 fuzz: ## run every fuzz target for FUZZTIME each
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/ref/
@@ -53,6 +53,10 @@ fmt: ## gofmt the tree
 
 bench: build ## download benchmark: hal0 vs curl vs aria2c on a 4 GiB sharded GGUF (loopback)
 	internal/bench/bench.sh
+
+bench-api: ## hal0-apid under load (status polls with 4 pulls running) and cold start after socket activation (root)
+	$(GO) test -run '^$$' -bench StatusLoad -benchtime 1x ./internal/apid/
+	HAL0_LIVE_REQUIRED=1 $(GO) test -run '^$$' -bench LiveColdStart -benchtime 10x ./internal/apid/
 
 demo: build ## pull a generated sharded model from a loopback test hub through hal0-apid (embedded mode) into .demo/
 	@rm -rf .demo && mkdir -p .demo

@@ -70,6 +70,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 		IdleTimeout:       60 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 	}
+	hs.RegisterOnShutdown(srv.CloseStreams)
 	errc := make(chan error, len(lns))
 	var wg sync.WaitGroup
 	var addrs []string
@@ -122,9 +123,14 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	sd.Stopping()
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	err = hs.Shutdown(sctx)
+	if err := hs.Shutdown(sctx); err != nil {
+		// Clients that keep connections busy past the grace period are cut
+		// off; that is not a failure of hal0-apid.
+		logf("shutdown: %v; closing the remaining connections", err)
+		hs.Close()
+	}
 	wg.Wait()
-	return err
+	return nil
 }
 
 // listeners returns systemd's sockets when socket-activated, otherwise

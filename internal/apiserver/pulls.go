@@ -12,6 +12,7 @@ import (
 	"github.com/hal0ai/hal0/internal/api"
 	"github.com/hal0ai/hal0/internal/jobs"
 	"github.com/hal0ai/hal0/internal/ref"
+	"github.com/hal0ai/hal0/internal/unitname"
 )
 
 // queuedGrace is how long a queued job may wait for its worker before a
@@ -54,7 +55,7 @@ func (s *Server) merge(ctx context.Context, j *jobs.Job) *api.PullStatus {
 		how = fmt.Sprintf("the worker exited with status %d", *rs.ExitStatus)
 		st.ExitStatus = rs.ExitStatus
 	}
-	hint := "journalctl -u " + j.Unit
+	hint := "journalctl -u " + unitname.ShellQuote(j.Unit)
 	if s.Runner.Name() != "systemd" {
 		hint = "the hal0-apid log"
 	}
@@ -299,6 +300,8 @@ func (s *Server) pullEvents(w http.ResponseWriter, r *http.Request, rf ref.Ref) 
 		case <-tick.C:
 		case <-ctx.Done():
 			return
+		case <-s.closing:
+			return // shutting down; clients reconnect to the next apid
 		}
 	}
 }

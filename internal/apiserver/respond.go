@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
@@ -100,10 +101,28 @@ func pickEncoding(accept string) string {
 	return ""
 }
 
+// Encoders are pooled: a fresh gzip writer costs ~800 KB and most of a
+// millisecond of CPU, more than the status reply it would compress. With
+// pools, compression is cheap enough for thousands of polls a second.
+var (
+	gzPool = sync.Pool{New: func() any {
+		w, _ := gzip.NewWriterLevel(io.Discard, gzip.BestSpeed)
+		return w
+	}}
+	zsPool = sync.Pool{New: func() any {
+		w, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1), zstd.WithLowerEncoderMem(true))
+		if err != nil {
+			panic(fmt.Sprintf("zstd writer: %v", err))
+		}
+		return w
+	}}
+)
+
 type compressWriter struct {
 	http.ResponseWriter
 	enc string
 	w   io.WriteCloser
+	put func()
 }
 
 func (c *compressWriter) WriteHeader(status int) {
@@ -112,14 +131,13 @@ func (c *compressWriter) WriteHeader(status int) {
 		c.Header().Del("Content-Length")
 		switch c.enc {
 		case "zstd":
-			zw, err := zstd.NewWriter(c.ResponseWriter, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1), zstd.WithLowerEncoderMem(true))
-			if err != nil {
-				panic(fmt.Sprintf("zstd writer: %v", err))
-			}
-			c.w = zw
+			zw := zsPool.Get().(*zstd.Encoder)
+			zw.Reset(c.ResponseWriter)
+			c.w, c.put = zw, func() { zsPool.Put(zw) }
 		default:
-			gw, _ := gzip.NewWriterLevel(c.ResponseWriter, gzip.BestSpeed)
-			c.w = gw
+			gw := gzPool.Get().(*gzip.Writer)
+			gw.Reset(c.ResponseWriter)
+			c.w, c.put = gw, func() { gzPool.Put(gw) }
 		}
 	}
 	c.ResponseWriter.WriteHeader(status)
@@ -138,5 +156,7 @@ func (c *compressWriter) Write(b []byte) (int, error) {
 func (c *compressWriter) close() {
 	if c.w != nil {
 		c.w.Close()
+		c.put()
+		c.w = nil
 	}
 }

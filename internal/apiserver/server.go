@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -41,6 +42,20 @@ type Server struct {
 
 	lastActive atomic.Int64 // unix nanos of the last request
 	inflight   atomic.Int64
+
+	closeOnce sync.Once
+	closing   chan struct{} // made by Handler, closed by CloseStreams
+}
+
+// CloseStreams ends open event streams, so that a shutdown does not wait
+// for clients that would follow a pull for hours. Register it with
+// http.Server.RegisterOnShutdown.
+func (s *Server) CloseStreams() {
+	s.closeOnce.Do(func() {
+		if s.closing != nil {
+			close(s.closing)
+		}
+	})
 }
 
 // ctxKey marks requests that came over the unix socket.
@@ -88,6 +103,7 @@ func (s *Server) Handler() http.Handler {
 		writeErr(w, api.Errorf(api.CodeNotFound, http.StatusNotFound, "no API route %s %s", r.Method, r.URL.Path))
 	})
 	s.lastActive.Store(s.now().UnixNano())
+	s.closing = make(chan struct{})
 	return s.guard(compress(mux))
 }
 

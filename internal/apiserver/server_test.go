@@ -435,3 +435,22 @@ func TestHealthAndPulls(t *testing.T) {
 		t.Fatalf("pulls %+v", all)
 	}
 }
+
+func TestCloseStreamsEndsEventStreams(t *testing.T) {
+	a := newAPI(t)
+	var st api.PullStatus
+	a.do(t, "POST", model+"/pull", "", &st)
+	resp, err := a.unix.Get("http://hal0" + model + "/pull/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	if _, err := br.ReadString('\n'); err != nil { // the first event arrived
+		t.Fatal(err)
+	}
+	a.srv.CloseStreams()
+	if _, err := io.ReadAll(br); err != nil {
+		t.Fatalf("stream did not end cleanly: %v", err)
+	}
+}

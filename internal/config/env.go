@@ -171,7 +171,7 @@ func setToken(c *Config, raw, src string) error {
 // resolveAPIToken finds the bearer token that guards changes over TCP:
 // HAL0_API_TOKEN, the systemd credential "api-token", or a
 // HAL0_API_TOKEN=… line in api.token_file (default <config dir>/api.env,
-// kept mode 0600 by the package).
+// mode 0640 root:hal0 so that hal0-apid, running as hal0, can read it).
 func resolveAPIToken(c *Config, env Env) error {
 	if v, ok := env("HAL0_API_TOKEN"); ok && strings.TrimSpace(v) != "" {
 		c.API.Token = NewSecret(strings.TrimSpace(v))
@@ -189,8 +189,8 @@ func resolveAPIToken(c *Config, env Env) error {
 	}
 	b, err := os.ReadFile(file)
 	if c.API.TokenFile == "" && (errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrPermission)) {
-		// The default api.env is root-only (0600): CLI users in the hal0
-		// group talk over the unix socket and need no token.
+		// The default api.env is readable by root and the hal0 group only:
+		// other CLI users talk over the unix socket and need no token.
 		return nil
 	}
 	if err != nil {

@@ -69,6 +69,11 @@ for d in /dev/kmsg /dev/console; do
 	if [ -e "$d" ]; then mount --bind /dev/null "$d"; fi
 done
 cp -a "$HAL0_LIVE_STATE/run/." /run/
+# systemd leaves / private when it believes it runs in a container; units'
+# own mount namespaces (LoadCredential=, PrivateTmp=) then miss the mounts
+# systemd makes for them. Shared inside this namespace only: the host's /
+# stays untouched, the namespace was made private above.
+mount --make-rshared /
 exec env -i container=hal0-live "PATH=$PATH" "$HAL0_LIVE_SYSTEMD" --system --unit=` + BootTarget + ` \
 	</dev/null >>"$HAL0_LIVE_STATE/console.log" 2>&1
 `

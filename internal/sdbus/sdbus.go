@@ -38,6 +38,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/hal0ai/hal0/internal/unitname"
 	"os"
 	"slices"
 	"strings"
@@ -129,20 +130,8 @@ func (e *JobError) Error() string {
 		}
 		b.WriteString(")")
 	}
-	fmt.Fprintf(&b, "; see journalctl -u %s", shellQuote(e.Unit))
+	fmt.Fprintf(&b, "; see journalctl -u %s", unitname.ShellQuote(e.Unit))
 	return b.String()
-}
-
-// shellQuote quotes a unit name for a command line a human will paste:
-// escaped instance names contain backslashes ("\x2d") that an unquoted
-// shell word would lose.
-func shellQuote(s string) string {
-	if strings.IndexFunc(s, func(r rune) bool {
-		return !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || strings.ContainsRune("@:._-", r))
-	}) < 0 {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // Dial connects to the systemd manager on the system bus, honouring
@@ -384,7 +373,7 @@ func (s *conn) runJob(ctx context.Context, op, name string) error {
 	case <-ctx.Done():
 		// systemd keeps running the job; only our wait ends.
 		return fmt.Errorf("sdbus: %s %s: job still running when giving up: %w; see journalctl -u %s",
-			op, name, context.Cause(ctx), shellQuote(name))
+			op, name, context.Cause(ctx), unitname.ShellQuote(name))
 	}
 }
 

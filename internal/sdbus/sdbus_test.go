@@ -85,15 +85,3 @@ func TestRefusedByStartLimit(t *testing.T) {
 		}
 	}
 }
-
-func TestShellQuote(t *testing.T) {
-	for in, want := range map[string]string{
-		"hal0-pull@qwen3:4b.service":        "hal0-pull@qwen3:4b.service",
-		`hal0-pull@meta\x2dllama-x.service`: `'hal0-pull@meta\x2dllama-x.service'`,
-		"it's":                              `'it'\''s'`,
-	} {
-		if got := shellQuote(in); got != want {
-			t.Errorf("shellQuote(%q) = %q, want %q", in, got, want)
-		}
-	}
-}

@@ -195,3 +195,15 @@ func ParseInstance(unit string) (template, instance string, err error) {
 	}
 	return prefix + "@" + suffix, instance, nil
 }
+
+// ShellQuote quotes a unit name for a command line a person will paste:
+// escaped names contain backslashes, which an unquoted shell word eats
+// (`journalctl -u hal0-pull@a\x2db.service` would look for "ax2db").
+func ShellQuote(s string) string {
+	if strings.IndexFunc(s, func(r rune) bool {
+		return !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || strings.ContainsRune("@:._-", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}

@@ -273,3 +273,15 @@ func FuzzEscapeRoundTrip(f *testing.F) {
 		}
 	})
 }
+
+func TestShellQuote(t *testing.T) {
+	for in, want := range map[string]string{
+		"hal0-pull@qwen3:4b.service":        "hal0-pull@qwen3:4b.service",
+		`hal0-pull@meta\x2dllama-x.service`: `'hal0-pull@meta\x2dllama-x.service'`,
+		"it's":                              `'it'\''s'`,
+	} {
+		if got := ShellQuote(in); got != want {
+			t.Errorf("ShellQuote(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
