@@ -52,10 +52,10 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 			l.Close()
 		}
 	}()
-	run, err := pickRunner(ctx, cfg, o, logf)
-	if err != nil {
-		return err
-	}
+	// The runner (a D-Bus connection and a probe of the unit template) is
+	// built behind readiness: the first answer after socket activation
+	// must not wait for it. Requests that start or inspect pulls do.
+	run := runner.NewLazy(func() (runner.Runner, error) { return pickRunner(ctx, cfg, o, logf) })
 	defer run.Close()
 
 	srv := &apiserver.Server{
@@ -88,9 +88,9 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	if activated {
 		how = "socket-activated"
 	}
-	logf("hal0-apid serving on %s (%s), pulls run as %s", strings.Join(addrs, ", "), how, run.Name())
 	sd.Ready()
-	sd.Status("serving on %s; pulls run as %s", strings.Join(addrs, ", "), run.Name())
+	sd.Status("serving on %s", strings.Join(addrs, ", "))
+	runnerDone := run.Done()
 
 	var idle <-chan time.Time
 	if activated && cfg.API.IdleExit > 0 {
@@ -110,6 +110,14 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 			done = true
 		case err := <-errc:
 			return err
+		case <-runnerDone:
+			runnerDone = nil
+			r, err := run.Wait(ctx)
+			if err != nil {
+				return err // e.g. --runner=systemd without a usable systemd
+			}
+			logf("hal0-apid serving on %s (%s), pulls run as %s", strings.Join(addrs, ", "), how, r.Name())
+			sd.Status("serving on %s; pulls run as %s", strings.Join(addrs, ", "), r.Name())
 		case <-dog:
 			sd.PingWatchdog()
 		case <-idle:

@@ -367,6 +367,12 @@ func TestLiveSocketActivation(t *testing.T) {
 	// 1. The unix socket starts it.
 	var h api.Health
 	e.unix.call(http.MethodGet, "/api/health", http.StatusOK, &h)
+	// apid answers before it has connected to systemd; the runner shows
+	// up moments later.
+	for deadline := time.Now().Add(10 * time.Second); h.Runner == "pending" && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+		e.unix.call(http.MethodGet, "/api/health", http.StatusOK, &h)
+	}
 	if h.Runner != "systemd" {
 		t.Fatalf("health %+v: pulls would not run as units", h)
 	}
