@@ -82,9 +82,13 @@ func (e *IllegalTransitionError) Error() string {
 // Status is the persisted state of a slot, the Python hal0's state.json
 // fields plus the pull job a pulling slot waits for.
 type Status struct {
-	Name      string         `json:"name"`
-	State     State          `json:"state"`
-	ModelID   string         `json:"model_id,omitempty"`
+	Name    string `json:"name"`
+	State   State  `json:"state"`
+	ModelID string `json:"model_id,omitempty"`
+	// Target is the model a swap or load is bringing in; it is recorded
+	// before anything happens so that a crash of any daemon mid-swap
+	// resumes it.
+	Target    string         `json:"target,omitempty"`
 	Port      int            `json:"port,omitempty"`
 	UpdatedAt float64        `json:"updated_at"` // epoch seconds, as the Python hal0 writes it
 	Message   string         `json:"message,omitempty"`
