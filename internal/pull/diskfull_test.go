@@ -44,25 +44,32 @@ func diskFull(t *testing.T, prealloc bool) {
 	fs := smallFS(t, "24m")
 	f := newFixture(t, hubtest.Options{})
 	f.cfg.Paths.ModelRoot = fs
-	// Someone else fills the disk while the first shard is in flight.
+	// Hold the second shard after its first 256 KiB, so the pull is
+	// certainly mid-transfer when someone else fills the disk; then let it
+	// go. The stall watchdog retries the range, and its next write meets
+	// the full disk (unless the space was preallocated).
 	filler := filepath.Join(fs, "filler")
-	f.hub.AddFault(hubtest.Fault{Path: "m-Q4_K_M-00001-of-00003.gguf", Where: "cdn", StallAt: 1 << 20, StallFor: 200e6, Times: 1})
+	shard := "m-Q4_K_M-00002-of-00003.gguf"
+	f.hub.AddFault(hubtest.Fault{Path: shard, Where: "cdn", StallAt: 256 << 10, StallFor: time.Minute})
 	e := f.engine()
 	e.Files = 1
 	e.NoPreallocate = !prealloc
+	filled := make(chan struct{})
 	go func() {
-		// Take all but 1 MiB of what is free once the pull has started.
-		for {
-			var st unix.Statfs_t
-			if unix.Statfs(fs, &st) == nil && f.hub.Stats().Bytes > 0 {
-				free := int64(st.Bavail) * int64(st.Bsize)
-				os.WriteFile(filler, make([]byte, max(free-(1<<20), 0)), 0o644)
-				return
-			}
+		defer close(filled)
+		deadline := time.Now().Add(30 * time.Second)
+		for f.hub.Stats().File("demo/m", shard).Bytes < 256<<10 && time.Now().Before(deadline) {
 			time.Sleep(time.Millisecond) // poll the condition without spinning a core
 		}
+		var st unix.Statfs_t
+		if unix.Statfs(fs, &st) == nil {
+			free := int64(st.Bavail) * int64(st.Bsize)
+			os.WriteFile(filler, make([]byte, max(free-(64<<10), 0)), 0o644)
+		}
+		f.hub.ClearFaults()
 	}()
 	_, err := e.Pull(context.Background(), Request{Ref: ref.MustParse("demo/m:Q4_K_M")})
+	<-filled
 	if prealloc {
 		// The space was reserved up front: somebody else filling the disk
 		// cannot break the pull.
