@@ -310,7 +310,9 @@ func TestCancelThenResume(t *testing.T) {
 	for _, x := range ggufOnly(f.files) {
 		total += int64(len(x.Data))
 	}
-	// Slow the CDN a little so a cancel lands mid-transfer.
+	// Hold the last shard so the pull cannot finish before the cancel
+	// lands, however slow the machine, and slow the rest a little.
+	f.hub.AddFault(hubtest.Fault{Path: "m-Q4_K_M-00003-of-00003.gguf", Where: "cdn", StallAt: 1, StallFor: time.Minute})
 	f.hub.AddFault(hubtest.Fault{Where: "cdn", StallAt: 512 << 10, StallFor: 50 * time.Millisecond})
 	e := f.engine()
 	h := e.Start(Request{Ref: ref.MustParse("demo/m:Q4_K_M")})

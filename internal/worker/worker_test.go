@@ -104,10 +104,16 @@ func waitJob(t *testing.T, store *jobs.Store, refID string, cond func(*jobs.Job)
 
 func TestKillNineThenResume(t *testing.T) {
 	e := newEnv(t)
-	// Slow the CDN so the kill lands mid-transfer.
+	// Hold the last shard so the worker cannot finish before the kill,
+	// however slow the machine, and slow the rest so the kill lands
+	// mid-file.
+	e.hub.AddFault(hubtest.Fault{Path: "w-Q4_K_M-00003-of-00003.gguf", Where: "cdn", StallAt: 1, StallFor: time.Minute})
 	e.hub.AddFault(hubtest.Fault{Where: "cdn", StallAt: 512 << 10, StallFor: 150 * time.Millisecond})
 	const refID = "demo/w:Q4_K_M"
 	cmd := e.cmd(context.Background(), refID)
+	// The held shard's requests keep connection slots until the stall
+	// watchdog restarts them: keep that short so the other shards move.
+	cmd.Env = append(cmd.Env, "HAL0_STALL_TIMEOUT=1s")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
