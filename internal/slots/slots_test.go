@@ -156,3 +156,25 @@ func FuzzParseConfig(f *testing.F) {
 		}
 	})
 }
+
+func TestRequestRoundTrip(t *testing.T) {
+	p := RequestPath(t.TempDir(), "primary")
+	if r, err := ReadRequest(p); r != nil || err != nil {
+		t.Fatalf("no request: %v %v", r, err)
+	}
+	in := &Request{ID: NewRequestID(), Kind: EvSwap, Model: "qwen3:4b", CreatedAt: time.Unix(1700000000, 0).UTC()}
+	if err := WriteRequest(p, in); err != nil {
+		t.Fatal(err)
+	}
+	out, err := ReadRequest(p)
+	if err != nil || *out != *in {
+		t.Fatalf("got %+v %v", out, err)
+	}
+	if err := WriteRequest(p, &Request{Kind: EvHealthy}); err == nil {
+		t.Fatal("observation accepted as a request")
+	}
+	os.WriteFile(p, []byte("{"), 0o644)
+	if _, err := ReadRequest(p); err == nil || !strings.Contains(err.Error(), p) {
+		t.Fatalf("malformed request: %v", err)
+	}
+}
