@@ -72,6 +72,13 @@ const (
 	CodeUnsupported      = "pull.unsupported"
 	CodeWorkerDied       = "pull.worker_died"
 	CodeIO               = "pull.io"
+
+	// Slots (the Python hal0's names where it had one).
+	CodeSlotNotFound = "slot.not_found"
+	CodeSlotIllegal  = "slot.illegal_transition"
+	CodeSlotConfig   = "slot.config_error"
+	CodeSlotBackend  = "slot.backend_mismatch"
+	CodeSlotDisabled = "slot.disabled"
 )
 
 // codeStatus maps codes to HTTP statuses for errors built without one.
@@ -87,6 +94,8 @@ var codeStatus = map[string]int{
 	CodeBadResponse: http.StatusBadGateway, CodeRateLimited: http.StatusTooManyRequests, CodeOffline: http.StatusServiceUnavailable,
 	CodeCancelled: http.StatusConflict, CodeBusy: http.StatusConflict, CodeUnsupported: http.StatusBadRequest,
 	CodeWorkerDied: http.StatusInternalServerError, CodeIO: http.StatusInternalServerError,
+	CodeSlotNotFound: http.StatusNotFound, CodeSlotIllegal: http.StatusConflict, CodeSlotConfig: http.StatusBadRequest,
+	CodeSlotBackend: http.StatusBadRequest, CodeSlotDisabled: http.StatusConflict,
 }
 
 // StatusOf returns the HTTP status for err: an *Error's own status, the
@@ -132,11 +141,11 @@ func ExitCode(err error) int {
 		return ExitOK
 	}
 	switch CodeOf(err) {
-	case CodeBadRequest, CodeInvalidRef, CodeUnsupported:
+	case CodeBadRequest, CodeInvalidRef, CodeUnsupported, CodeSlotBackend:
 		return ExitUsage
-	case CodeNotFound, CodeModelMissing, CodeJobMissing, CodeRepoNotFound, CodeRevisionNotFound, CodeEntryNotFound, CodeNoMatch:
+	case CodeNotFound, CodeModelMissing, CodeJobMissing, CodeRepoNotFound, CodeRevisionNotFound, CodeEntryNotFound, CodeNoMatch, CodeSlotNotFound:
 		return ExitNotFound
-	case CodeConflict, CodeBusy, CodeAmbiguous:
+	case CodeConflict, CodeBusy, CodeAmbiguous, CodeSlotIllegal, CodeSlotDisabled:
 		return ExitConflict
 	case CodeCancelled:
 		return ExitCancelled

@@ -1,4 +1,4 @@
-// Package apiserver is hal0-apid's HTTP API: models, pulls, health. Every
+// Package apiserver is hal0-apid's HTTP API: models, pulls, slots, health. Every
 // reply is JSON; every error is the api.Envelope with a stable code.
 //
 // Requests arrive on a unix socket (trusted through its file permissions)
@@ -99,6 +99,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /api/models", s.listModels)
 	mux.HandleFunc("GET /api/pulls", s.listPulls)
 	mux.HandleFunc("/api/models/", s.modelRoutes)
+	s.registerSlots(mux)
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, api.Errorf(api.CodeNotFound, http.StatusNotFound, "no API route %s %s", r.Method, r.URL.Path))
 	})
