@@ -28,7 +28,7 @@ test: lint ## everything CI runs: lint, unit, live systemd, fuzz smoke
 	$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME)
 
 test-live: ## only the tests that boot a private systemd (root)
-	HAL0_LIVE_REQUIRED=1 $(GO) test -count=1 -v -run 'Live|Boot|Unit|Stop|Dial|Namespace' ./internal/livesystemd/ ./internal/sdbus/ ./internal/worker/ ./internal/apid/ ./internal/unitwatch/
+	HAL0_LIVE_REQUIRED=1 $(GO) test -count=1 -v -run 'Live|Boot|Unit|Stop|Dial|Namespace' ./internal/livesystemd/ ./internal/sdbus/ ./internal/worker/ ./internal/apid/ ./internal/unitwatch/ ./internal/slotd/
 
 fuzz: ## run every fuzz target for FUZZTIME each
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/ref/
