@@ -278,7 +278,18 @@ func (d *daemon) startUnit(sl *slot) {
 					}
 				}
 			}
-			return c.StartUnit(ctx, unit)
+			if err := c.StartUnit(ctx, unit); err != nil {
+				return err
+			}
+			// The start job is done once the backend was exec'd. A backend
+			// that exits at once can be gone before its "active" ever
+			// reaches us as a signal (systemd merges property changes),
+			// which would leave the slot starting forever: look once more.
+			after, err := c.Unit(ctx, unit)
+			if err == nil && (after.ActiveState == "inactive" || after.ActiveState == "failed") && after.InvocationID != replaces {
+				d.post(result{slot: sl.name, gen: gen, ev: slots.Event{Kind: slots.EvUnitGone, Message: exitedEarly(unit, model, after)}})
+			}
+			return nil
 		})
 		if err == nil || transient(err) {
 			if err != nil && ctx.Err() == nil {
@@ -362,4 +373,13 @@ func (d *daemon) stopIdle(sl *slot) {
 		sl.idle.Stop()
 		sl.idle = nil
 	}
+}
+
+// exitedEarly describes a backend that exited right after it started.
+func exitedEarly(unit, model string, u sdbus.UnitState) string {
+	how := fmt.Sprintf("exited with status %d", u.ExecMainStatus)
+	if u.ExecMainCode == 2 || u.ExecMainCode == 3 { // CLD_KILLED, CLD_DUMPED
+		how = fmt.Sprintf("was killed by signal %d", u.ExecMainStatus)
+	}
+	return fmt.Sprintf("%s %s right after starting %s (%s, result %s); see journalctl -u %s", unit, how, model, u.ActiveState, u.Result, unitname.ShellQuote(unit))
 }

@@ -493,6 +493,21 @@ func TestLiveCrashWhileWarming(t *testing.T) {
 	e.wantTransitions("starting", "warming", "error")
 }
 
+// TestLiveExitAtOnce: a backend that exits cleanly as soon as it starts
+// may be gone before its "active" is ever reported; the slot must still
+// end in error naming the unit, not wait in starting.
+func TestLiveExitAtOnce(t *testing.T) {
+	e := newEnv(t, slotOpts{args: []string{"--exit"}})
+	a := e.install("model-a")
+	e.request(slots.EvLoad, a.ID)
+	st := e.waitState("error", state(slots.Error))
+	for _, want := range []string{slotUnit + " exited with status 0", "model-a", "see journalctl -u " + slotUnit} {
+		if !strings.Contains(st.Message, want) {
+			t.Errorf("error message %q lacks %q", st.Message, want)
+		}
+	}
+}
+
 // TestLiveNeverHealthy: a backend that never answers /health with 200 is
 // given up after the slot's [health] timeout; the slot is in error and
 // the unit stopped.

@@ -33,7 +33,12 @@ func main() {
 	gate := flag.String("gate", "", "loading ends once this file exists")
 	crash := flag.Bool("crash", false, "exit 1 after the first health check")
 	never := flag.Bool("never", false, "never finish loading")
+	exit := flag.Bool("exit", false, "exit 0 at once, before listening (a backend that quits cleanly on start)")
 	flag.Parse()
+	if *exit {
+		fmt.Fprintln(os.Stderr, "standin: exiting at once, as asked (--exit)")
+		return
+	}
 
 	l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(*port)))
 	if err != nil {
