@@ -57,7 +57,7 @@ bench: build ## download benchmark: hal0 vs curl vs aria2c on a 4 GiB sharded GG
 	internal/bench/bench.sh
 
 bench-api: ## hal0-apid under load (status polls with 4 pulls running) and cold start after socket activation (root)
-	$(GO) test -run '^$$' -bench StatusLoad -benchtime 1x ./internal/apid/
+	$(GO) test -run '^$$' -bench StatusLoad -benchtime 1x ./internal/apid/ -load.pin
 	HAL0_LIVE_REQUIRED=1 $(GO) test -run '^$$' -bench LiveColdStart -benchtime 10x ./internal/apid/
 
 demo: build ## pull a generated sharded model from a loopback test hub through hal0-apid (embedded mode) into .demo/

@@ -30,6 +30,7 @@ var (
 	loadRate     = flag.Float64("load.rate", 2000, "BenchmarkStatusLoad: request rate of the open-loop runs")
 	loadClients  = flag.Int("load.clients", 16, "BenchmarkStatusLoad: concurrent keep-alive clients")
 	loadGzip     = flag.Bool("load.gzip", true, "BenchmarkStatusLoad: send Accept-Encoding: gzip, as Go clients do by default")
+	loadPin      = flag.Bool("load.pin", false, "BenchmarkStatusLoad: run hal0-apid on CPU 1 and the load generator on CPU 0 (taskset)")
 )
 
 // loadResult is the part of apiload's -json output the benchmark reports.
@@ -101,6 +102,12 @@ func BenchmarkStatusLoad(b *testing.B) {
 	tcp := fmt.Sprintf("127.0.0.1:%d", freePort(b))
 
 	cmd := exec.Command(bins.apid, "--listen", "unix:"+sock+",tcp:"+tcp, "--runner=process", "--pull-bin="+bins.pull)
+	if *loadPin {
+		// One CPU for hal0-apid (and its workers), the other for the load
+		// generator: on a 2-CPU machine they otherwise compete, and p99
+		// measures the scheduler more than the API.
+		cmd = exec.Command("taskset", append([]string{"-c", "1", bins.apid}, cmd.Args[1:]...)...)
+	}
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HAL0_HOME=" + home, "HF_ENDPOINT=" + hub.URL, "HAL0_DISK_RESERVE=0"}
 	var apidLog syncBuffer
 	cmd.Stdout, cmd.Stderr = &apidLog, &apidLog
@@ -185,6 +192,9 @@ func runLoad(b *testing.B, args []string) loadResult {
 	b.Helper()
 	var stdout, stderr bytes.Buffer
 	cmd := exec.Command(bins.load, args...)
+	if *loadPin {
+		cmd = exec.Command("taskset", append([]string{"-c", "0", bins.load}, args...)...)
+	}
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
 	var r loadResult
