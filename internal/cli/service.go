@@ -23,10 +23,14 @@ func init() {
 		name: "status", summary: "show the state of hal0's units (systemctl status)",
 		usage: "[UNIT...]", example: "hal0 service status",
 		flags: func(fs *flag.FlagSet) func(context.Context, []string) error {
+			asJSON := fs.Bool("json", false, "print the units' states as JSON")
 			return func(ctx context.Context, args []string) error {
 				units, err := pickUnits(args)
 				if err != nil {
 					return err
+				}
+				if *asJSON {
+					return serviceJSON(ctx, units)
 				}
 				// systemctl status exits 3 for inactive units: that is an
 				// answer, not a failure of this command.
@@ -109,4 +113,56 @@ func runTool(ctx context.Context, tool string, args []string, okStatus ...int) e
 		return fmt.Errorf("%s %s exited with status %d", tool, args[0], ee.ExitCode())
 	}
 	return err
+}
+
+// UnitStatus is one unit in `hal0 service status --json`.
+type UnitStatus struct {
+	Unit        string `json:"unit"`
+	LoadState   string `json:"load_state"`
+	ActiveState string `json:"active_state"`
+	SubState    string `json:"sub_state"`
+	Result      string `json:"result,omitempty"`
+	MainPID     int    `json:"main_pid,omitempty"`
+	StatusText  string `json:"status_text,omitempty"`
+}
+
+// serviceJSON reads the units' properties with `systemctl show`, whose
+// key=value output is stable for scripts, unlike `status`.
+func serviceJSON(ctx context.Context, units []string) error {
+	bin, err := exec.LookPath(systemctl)
+	if err != nil {
+		return fmt.Errorf("%s is not installed here: hal0's services are systemd units and need systemd to manage them", systemctl)
+	}
+	args := append([]string{"show", "--no-pager", "--property=Id,LoadState,ActiveState,SubState,Result,MainPID,StatusText"}, units...)
+	out, err := exec.CommandContext(ctx, bin, args...).Output()
+	if err != nil {
+		return fmt.Errorf("systemctl show: %w", err)
+	}
+	var res []UnitStatus
+	for _, block := range strings.Split(strings.TrimSpace(string(out)), "\n\n") {
+		var u UnitStatus
+		for _, line := range strings.Split(block, "\n") {
+			k, v, _ := strings.Cut(line, "=")
+			switch k {
+			case "Id":
+				u.Unit = v
+			case "LoadState":
+				u.LoadState = v
+			case "ActiveState":
+				u.ActiveState = v
+			case "SubState":
+				u.SubState = v
+			case "Result":
+				u.Result = v
+			case "MainPID":
+				fmt.Sscan(v, &u.MainPID)
+			case "StatusText":
+				u.StatusText = v
+			}
+		}
+		if u.Unit != "" {
+			res = append(res, u)
+		}
+	}
+	return printJSON(res)
 }

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -51,6 +52,12 @@ func TestServiceLive(t *testing.T) {
 		t.Fatalf("status of a stopped unit: %v\n%s", err, out)
 	}
 	s.Systemctl(ctx, "start", "hal0-slotd.service")
+	out, err = s.Run(ctx, bin, "service", "status", "--json", "hal0-slotd.service", "hal0-apid.service")
+	var units []UnitStatus
+	if err != nil || json.Unmarshal([]byte(out), &units) != nil || len(units) != 2 ||
+		units[0].Unit != "hal0-slotd.service" || units[0].ActiveState != "active" || units[0].MainPID == 0 || units[1].LoadState != "not-found" {
+		t.Fatalf("service status --json: %v\n%s", err, out)
+	}
 	before := invocation()
 	if out, err := s.Run(ctx, bin, "service", "restart", "hal0-slotd.service"); err != nil {
 		t.Fatalf("service restart: %v\n%s", err, out)
