@@ -19,6 +19,7 @@ import (
 
 	"github.com/hal0ai/hal0/internal/api"
 	"github.com/hal0ai/hal0/internal/config"
+	"github.com/hal0ai/hal0/internal/dashboard"
 	"github.com/hal0ai/hal0/internal/jobs"
 	"github.com/hal0ai/hal0/internal/registry"
 	"github.com/hal0ai/hal0/internal/runner"
@@ -103,6 +104,9 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, api.Errorf(api.CodeNotFound, http.StatusNotFound, "no API route %s %s", r.Method, r.URL.Path))
 	})
+	// The dashboard: static assets embedded in the binary, same origin as
+	// the API it calls.
+	mux.Handle("/", dashboard.Handler())
 	s.lastActive.Store(s.now().UnixNano())
 	s.closing = make(chan struct{})
 	return s.guard(compress(mux))

@@ -1,0 +1,325 @@
+// Browser tests of the hal0 dashboard, run by run.mjs with node:test.
+//
+// Everything is real: hal0-apid and hal0-pull built from this tree, the
+// test hub on 127.0.0.1, Debian's Chromium driven by playwright-core. The
+// one stand-in is for hal0-slotd, which needs systemd over D-Bus: the
+// tests order e2ehelper's stand-in to apply each request and observation
+// with the real slot state machine (see e2ehelper/main.go), and watch each
+// state arrive on the page through hal0-apid's event stream.
+//
+// The tests run in order and share one hal0-apid: the model pulled first
+// is the one the slot is swapped to later.
+
+import assert from 'node:assert/strict';
+import { mkdir } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { after, before, test } from 'node:test';
+import { chromium } from 'playwright-core';
+import { BASE_MODEL, SLOT, Stack, TOKEN, repoRoot } from './stack.mjs';
+
+const artifacts = process.env.HAL0_ARTIFACTS || resolve(repoRoot, 'test-artifacts', 'dashboard');
+const executablePath = process.env.HAL0_CHROMIUM || '/usr/bin/chromium';
+
+const TINY = 'e2e/tiny-GGUF:Q4_K_M';
+const STALL = 'e2e/stall-GGUF:Q4_K_M';
+const GATED = 'e2e/gated-GGUF';
+const MiB = 1 << 20;
+const TINY_BYTES = 3 * 4 * MiB; // e2ehelper: three 4 MiB shards
+
+let stack;
+let browser;
+let page; // the desktop page the tests share (and its session token)
+const problems = []; // console errors, page errors and foreign requests, per page
+
+before(async () => {
+  await mkdir(artifacts, { recursive: true });
+  stack = await Stack.start();
+  console.log(`# page served by ${stack.mode} at ${stack.baseURL}; hal0-apid at ${stack.apiURL}; hub at ${stack.hubURL}`);
+  browser = await chromium.launch({
+    executablePath,
+    headless: true,
+    chromiumSandbox: false, // root on CI: Chromium's sandbox refuses to start as root
+    // Without these, Chromium keeps trying Google's hosts, which this
+    // machine's closed network refuses.
+    args: ['--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  page = await newPage({ width: 1280, height: 900 });
+});
+
+after(async () => {
+  await browser?.close();
+  await stack?.stop({ artifacts });
+});
+
+/** newPage opens a page in a fresh context (its own sessionStorage) that
+ * records every request, console error and page error. */
+async function newPage(viewport, extra = {}) {
+  const ctx = await browser.newContext({ viewport, ...extra });
+  const p = await ctx.newPage();
+  p.setDefaultTimeout(20000);
+  const origin = new URL(stack.baseURL).origin;
+  p.on('request', (req) => {
+    const u = new URL(req.url());
+    // data: and blob: URLs never leave the browser.
+    if (u.protocol !== 'data:' && u.protocol !== 'blob:' && u.origin !== origin) problems.push(`request beyond hal0-apid: ${req.url()}`);
+  });
+  p.on('console', (msg) => {
+    // A 401 is the answer the page meets before the token is entered;
+    // Chromium logs every failed fetch as a console error.
+    if (msg.type() === 'error' && !/status of 401/.test(msg.text())) problems.push(`console: ${msg.text()}`);
+  });
+  p.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
+  return p;
+}
+
+async function shot(p, name) {
+  await p.screenshot({ path: join(artifacts, `${name}.png`), fullPage: true });
+}
+
+/** view follows a navigation link, as a person would. */
+async function view(p, name) {
+  await p.getByRole('navigation', { name: 'Views' }).getByRole('link', { name, exact: true }).click();
+  await p.locator(`#view-${name.toLowerCase()}`).waitFor({ state: 'visible' });
+}
+
+const stateOf = (scope, state) => scope.locator(`[data-role=state][data-state="${state}"]`);
+
+/** tabTo presses Tab until the element matching sel has the focus. */
+async function tabTo(p, sel, max = 40) {
+  for (let i = 0; i < max; i++) {
+    await p.keyboard.press('Tab');
+    if (await p.evaluate((s) => document.activeElement?.matches(s) ?? false, sel)) return;
+  }
+  throw new Error(`${sel} not reached in ${max} presses of Tab`);
+}
+
+test('pull by reference: the 401 asks for the token, the bar reaches 100% and the model is listed', async () => {
+  await page.goto(`${stack.baseURL}/#/pull`);
+  const pv = page.locator('#view-pull');
+  await pv.getByLabel('Model reference').fill('e2e/tiny-GGUF');
+  await pv.getByLabel('Quant').selectOption('Q4_K_M');
+  await shot(page, 'pull');
+
+  // Record every value the bar takes, to check it only moves forward.
+  await page.evaluate(() => {
+    window.__bar = [];
+    new MutationObserver(() => {
+      const bar = document.querySelector('#pull-result progress');
+      if (bar && bar.hasAttribute('value') && window.__bar.at(-1) !== bar.value) window.__bar.push(bar.value);
+    }).observe(document.querySelector('#pull-result'), { subtree: true, childList: true, attributes: true });
+  });
+  await pv.getByRole('button', { name: 'Pull', exact: true }).click();
+
+  // No token yet: hal0-apid answers 401 and the page asks for it.
+  const dialog = page.getByRole('dialog', { name: 'API token' });
+  await dialog.waitFor();
+  assert.match(await dialog.locator('#token-reason').textContent(), /bearer token/);
+  await shot(page, 'token-prompt');
+  await dialog.getByLabel('Token').fill(TOKEN);
+  await dialog.getByRole('button', { name: 'Save token' }).click();
+  await dialog.waitFor({ state: 'hidden' });
+  assert.equal(await page.locator('#token-state').textContent(), 'set');
+
+  // The same click goes on with the token: the pull starts and its card
+  // follows it to the end.
+  const card = pv.locator(`article.pull-card[data-model="${TINY}"]`);
+  await stateOf(card, 'completed').waitFor();
+  assert.equal(await card.locator('progress').evaluate((b) => b.value), 100);
+  const stats = await card.locator('[data-role=stats]').textContent();
+  assert.match(stats, /^12\.0 MiB of 12\.0 MiB · 100%/);
+  const seen = await page.evaluate(() => window.__bar);
+  assert.equal(seen.at(-1), 100, `bar values ${seen}`);
+  assert.deepEqual(seen, [...seen].sort((a, b) => a - b), `the bar went backwards: ${seen}`);
+  await shot(page, 'pull-completed');
+
+  // The job and the registry agree with the page.
+  const st = await stack.api('GET', `/api/models/${encodeURIComponent(TINY)}/pull/status`);
+  assert.equal(st.state, 'completed');
+  assert.equal(st.bytes_done, TINY_BYTES);
+
+  // The installed list shows it, with the commit the pull pinned.
+  await view(page, 'Models');
+  const row = page.locator(`#models-body tr[data-model="${TINY}"]`);
+  await row.waitFor();
+  const [m] = (await stack.api('GET', '/api/models')).filter((x) => x.id === TINY);
+  assert.ok(m, 'the registry has the model');
+  assert.equal(await row.locator('td[data-label=Size]').textContent(), '12.0 MiB');
+  assert.match(await row.locator('td[data-label=Source]').textContent(), /^hf \(127\.0\.0\.1:\d+\)$/);
+  assert.equal(await row.locator('td[data-label=Commit] code').textContent(), m.commit.slice(0, 12));
+  assert.equal(await row.locator('td[data-label=Commit] code').getAttribute('title'), m.commit);
+  assert.ok(await row.getByRole('button', { name: `Pull ${TINY}` }).isVisible());
+  // The completed pull stays in the Pulls list of this page.
+  await stateOf(page.locator(`#pulls-list article[data-model="${TINY}"]`), 'completed').waitFor();
+  await shot(page, 'models');
+});
+
+test('a second pull, held by a hub stall, shows live progress and is cancelled from the page', async () => {
+  await view(page, 'Pull');
+  const pv = page.locator('#view-pull');
+  // The hf:// form of a reference, with the quant in the URI.
+  await pv.getByLabel('Model reference').fill(`hf://e2e/stall-GGUF?quant=Q4_K_M`);
+  await pv.getByLabel('Quant').selectOption('');
+  await pv.getByRole('button', { name: 'Pull', exact: true }).click();
+
+  const card = pv.locator(`article.pull-card[data-model="${STALL}"]`);
+  await card.waitFor();
+  // Bytes arrive until every range hits the stall; the bar shows them.
+  await page.waitForFunction((sel) => {
+    const b = document.querySelector(sel);
+    return b && b.hasAttribute('value') && b.value > 0;
+  }, `#view-pull article[data-model="${STALL}"] progress`);
+  await stateOf(card, 'running').waitFor();
+  const stats = await card.locator('[data-role=stats]').textContent();
+  assert.match(stats, /^[\d.]+ (B|KiB|MiB) of 12\.0 MiB · [\d.]+% · [\d.]+ (B|KiB|MiB)\/s · ETA /, stats);
+  // The Models view lists the same pull, live, with its own Cancel.
+  const listed = page.locator(`#pulls-list article[data-model="${STALL}"]`);
+  assert.equal(await listed.count(), 1);
+  await shot(page, 'pull-running');
+
+  await card.getByRole('button', { name: `Cancel the pull of ${STALL}` }).click();
+  await stateOf(card, 'cancelled').waitFor();
+  assert.equal(await card.getByRole('button', { name: `Cancel the pull of ${STALL}` }).count(), 0, 'no Cancel on a cancelled pull');
+  assert.ok(await card.getByRole('button', { name: `Pull ${STALL} again` }).isVisible());
+  const st = await stack.api('GET', `/api/models/${encodeURIComponent(STALL)}/pull/status`);
+  assert.equal(st.state, 'cancelled');
+  assert.ok(st.bytes_done > 0 && st.bytes_done < st.bytes_total, `partial data kept: ${st.bytes_done}/${st.bytes_total}`);
+  await shot(page, 'pull-cancelled');
+});
+
+test('keyboard only: Tab to Pull and press Enter; a gated model links to its license', async () => {
+  // A fresh load (a hash change alone would not reload), so the focus
+  // starts at the top of the document; the token stays in sessionStorage.
+  await page.goto(`${stack.baseURL}/#/pull`);
+  await page.reload();
+  await page.locator('#view-pull').waitFor({ state: 'visible' });
+  await tabTo(page, '#pull-ref');
+  await page.keyboard.type(GATED);
+  await tabTo(page, '#pull-submit');
+  // The focused button shows where the focus is.
+  const outline = await page.evaluate(() => getComputedStyle(document.activeElement).outlineStyle);
+  assert.notEqual(outline, 'none', 'the focused Pull button has a visible focus outline');
+  await shot(page, 'keyboard-focus');
+  await page.keyboard.press('Enter');
+
+  const card = page.locator(`#view-pull article.pull-card[data-model="${GATED}"]`);
+  await stateOf(card, 'failed').waitFor();
+  assert.match(await card.locator('[data-role=error-text]').textContent(), /is gated: accept its license at/);
+  const link = card.getByRole('link', { name: "Accept the license on the model's page" });
+  assert.equal(await link.getAttribute('href'), `${stack.hubURL}/e2e/gated-GGUF`);
+  assert.equal(await link.getAttribute('target'), '_blank');
+  assert.equal(await link.getAttribute('rel'), 'noopener noreferrer');
+  // Screen readers are told how it ended.
+  await page.locator('#announcer', { hasText: `Pull of ${GATED}: failed.` }).waitFor();
+  await shot(page, 'pull-gated');
+
+  // The Pull button of an installed model, by keyboard too.
+  await page.goto(`${stack.baseURL}/#/models`);
+  await page.reload();
+  await page.locator(`#models-body tr[data-model="${TINY}"]`).waitFor();
+  await tabTo(page, `#models-body tr[data-model="${TINY}"] button[data-role=pull]`);
+  await page.keyboard.press('Enter');
+  const row = page.locator(`#models-body tr[data-model="${TINY}"]`);
+  await row.locator('[data-role=row-status]', { hasText: 'pull completed' }).waitFor();
+  await stateOf(page.locator(`#pulls-list article[data-model="${TINY}"]`), 'completed').waitFor();
+  // The row kept the keyboard focus through the pull's updates.
+  assert.ok(await page.evaluate((id) => document.activeElement?.closest('tr')?.dataset.model === id, TINY));
+});
+
+test('swap a slot and watch its states change live', async () => {
+  await view(page, 'Slots');
+  const card = page.locator(`article.slot-card[data-slot="${SLOT}"]`);
+  await stateOf(card, 'ready').waitFor();
+  assert.equal(await card.locator('[data-role=model]').textContent(), BASE_MODEL);
+  assert.equal(await card.locator('[data-role=logs-command]').textContent(), `hal0 slot logs ${SLOT} -f`);
+  assert.equal(await card.locator('[data-role=log-message]').textContent(), `serving ${BASE_MODEL}`);
+  await stateOf(page.locator('article.slot-card[data-slot="npu"]'), 'offline').waitFor();
+
+  // Record every state the card shows from here on.
+  await page.evaluate((slot) => {
+    const badge = document.querySelector(`article[data-slot="${slot}"] [data-role=state]`);
+    window.__states = [badge.dataset.state];
+    new MutationObserver(() => {
+      if (window.__states.at(-1) !== badge.dataset.state) window.__states.push(badge.dataset.state);
+    }).observe(badge, { attributes: true, attributeFilter: ['data-state'] });
+  }, SLOT);
+
+  await card.getByLabel('Swap to').selectOption(TINY);
+  await shot(page, 'slots');
+  await card.getByRole('button', { name: `Swap the model of slot ${SLOT}` }).click();
+  // hal0-apid recorded the request; the page says it waits for hal0-slotd.
+  await card.locator('[data-role=pending]').waitFor();
+  assert.match(await card.locator('[data-role=result]').textContent(), new RegExp(`next state: unloading`));
+  await shot(page, 'slots-requested');
+
+  // hal0-slotd's part, one step at a time; each state must reach the page
+  // through the event stream before the next is written.
+  let st = await stack.slotd.take();
+  assert.equal(st.state, 'unloading');
+  await stateOf(card, 'unloading').waitFor();
+  await card.locator('[data-role=pending]').waitFor({ state: 'hidden' });
+  assert.equal(await card.locator('[data-role=target]').textContent(), TINY);
+
+  st = await stack.slotd.event('unit-gone');
+  assert.equal(st.state, 'starting', 'the model is installed, so no pull first');
+  await stateOf(card, 'starting').waitFor();
+
+  st = await stack.slotd.event('unit-active');
+  assert.equal(st.state, 'warming');
+  await stateOf(card, 'warming').waitFor();
+  await shot(page, 'slots-warming');
+
+  st = await stack.slotd.event('healthy');
+  assert.equal(st.state, 'ready');
+  await stateOf(card, 'ready').waitFor();
+  await card.locator('[data-role=model]', { hasText: TINY }).waitFor();
+  assert.equal(await card.locator('[data-role=log-message]').textContent(), `serving ${TINY}`);
+
+  assert.deepEqual(await page.evaluate(() => window.__states), ['ready', 'unloading', 'starting', 'warming', 'ready']);
+  await shot(page, 'slots-swapped');
+});
+
+test('the catalog view says the catalog is not available', async () => {
+  await view(page, 'Catalog');
+  const box = page.locator('[data-role=catalog-unavailable]');
+  assert.match(await box.textContent(), /The catalog is not available in this version of hal0/);
+  await shot(page, 'catalog');
+});
+
+test('phone: every view fits a 390×844 screen', async () => {
+  const phone = await newPage({ width: 390, height: 844 }, { isMobile: true, hasTouch: true, deviceScaleFactor: 2 });
+  const views = {
+    models: `#models-body tr[data-model="${TINY}"]`,
+    pull: '#pull-form',
+    slots: `article.slot-card[data-slot="${SLOT}"] [data-role=state][data-state=ready]`,
+    catalog: '[data-role=catalog-unavailable]',
+  };
+  for (const [name, ready] of Object.entries(views)) {
+    await phone.goto(`${stack.baseURL}/#/${name}`);
+    await phone.locator(ready).waitFor();
+    const width = await phone.evaluate(() => document.documentElement.scrollWidth);
+    assert.ok(width <= 390, `${name}: the page is ${width}px wide on a 390px screen`);
+    // Touch targets: every visible button and nav link is at least 44px high.
+    const small = await phone.evaluate(() =>
+      [...document.querySelectorAll('button, nav a')]
+        .filter((e) => e.offsetParent !== null && e.getBoundingClientRect().height < 43.5)
+        .map((e) => e.textContent.trim()),
+    );
+    assert.deepEqual(small, [], `${name}: small touch targets`);
+    await shot(phone, `phone-${name}`);
+  }
+  await phone.context().close();
+});
+
+test('dark colour scheme: the page follows the system setting', async () => {
+  const dark = await newPage({ width: 1280, height: 900 }, { colorScheme: 'dark' });
+  await dark.goto(`${stack.baseURL}/#/models`);
+  await dark.locator(`#models-body tr[data-model="${TINY}"]`).waitFor();
+  const bg = await dark.evaluate(() => getComputedStyle(document.body).backgroundColor);
+  assert.equal(bg, 'rgb(17, 19, 24)');
+  await shot(dark, 'models-dark');
+  await dark.context().close();
+});
+
+test('the page asked nothing of any other host and logged no error', () => {
+  assert.deepEqual(problems, []);
+});

@@ -1,0 +1,170 @@
+// The installed models of the Models view (GET /api/models).
+
+import { modelPath, mutate, request } from './api.js';
+import { announce, busy, h, isBusy, setText, show } from './dom.js';
+import { bytes, shortCommit, when } from './format.js';
+import { isFinal } from './pulls.js';
+
+/** pullable says whether pulling a model again makes sense: models pulled
+ * from a hub can be brought up to date (or have missing files fetched
+ * again); pre-staged local models have nothing to pull from, and FLM pulls
+ * need a backend this version does not include. */
+export function pullable(m) {
+  return m.source === 'hf' || (m.pullable && m.source !== 'flm');
+}
+
+function sourceText(m) {
+  const src = m.source || 'local';
+  if (!m.endpoint) return src;
+  try {
+    return `${src} (${new URL(m.endpoint).host})`;
+  } catch {
+    return src;
+  }
+}
+
+export class ModelsTable {
+  constructor(store, body, emptyEl, statusEl) {
+    this.store = store;
+    this.body = body;
+    this.emptyEl = emptyEl;
+    this.statusEl = statusEl;
+    this.models = [];
+    this.ids = new Set();
+    this.listeners = new Set();
+    this.rows = new Map(); // id → { tr, fill, btn, status, error }
+    store.subscribe((st, prev) => {
+      // A pull seen running that completed installed (or updated) a
+      // model. Jobs first seen already completed (the first poll lists
+      // old ones) are in the list the page loaded with.
+      if (st && st.state === 'completed' && prev && (prev.state !== 'completed' || prev.job_id !== st.job_id)) this.refresh();
+      this.updateRowPulls();
+    });
+  }
+
+  onChange(fn) {
+    this.listeners.add(fn);
+  }
+
+  has(id) {
+    return this.ids.has(id);
+  }
+
+  async refresh() {
+    try {
+      const list = await request('GET', '/api/models');
+      this.models = list || [];
+      show(this.statusEl, false);
+    } catch (err) {
+      setText(this.statusEl, `Could not list the installed models: ${err.message}`);
+      show(this.statusEl, true);
+      return;
+    }
+    this.ids = new Set(this.models.map((m) => m.id));
+    this.render();
+    for (const fn of this.listeners) fn(this.models);
+  }
+
+  render() {
+    const keep = new Set();
+    let prev = null;
+    for (const m of this.models) {
+      keep.add(m.id);
+      // Rows are built once and filled in place, so a focused Pull button
+      // keeps its focus when the pull it started updates the model.
+      let row = this.rows.get(m.id);
+      if (!row) {
+        row = this.row(m);
+        this.rows.set(m.id, row);
+      }
+      row.fill(m);
+      if (prev) {
+        if (prev.nextSibling !== row.tr) prev.after(row.tr);
+      } else if (this.body.firstChild !== row.tr) {
+        this.body.prepend(row.tr);
+      }
+      prev = row.tr;
+    }
+    for (const [id, row] of this.rows) {
+      if (!keep.has(id)) {
+        row.tr.remove();
+        this.rows.delete(id);
+      }
+    }
+    show(this.emptyEl, this.models.length === 0);
+    show(this.body.closest('table'), this.models.length > 0);
+    this.updateRowPulls();
+  }
+
+  row(m) {
+    const cell = (label) => h('td', { 'data-label': label });
+    const name = h('div', { class: 'sub' });
+    const c = {
+      size: cell('Size'),
+      source: cell('Source'),
+      backends: cell('Backends'),
+      commit: cell('Commit'),
+      format: cell('Format'),
+      installed: cell('Installed'),
+    };
+    const actions = h('td', { class: 'row-actions', 'data-label': 'Actions' });
+    const row = { tr: null, btn: null, status: null, error: null };
+    if (pullable(m)) {
+      row.btn = h('button', { type: 'button', 'data-role': 'pull', 'aria-label': `Pull ${m.id}` }, 'Pull');
+      row.status = h('span', { class: 'row-status', 'data-role': 'row-status' });
+      row.error = h('p', { class: 'error', role: 'alert', hidden: true });
+      row.btn.addEventListener('click', () => this.pull(m.id, row));
+      actions.append(row.btn, row.status, row.error);
+    }
+    row.tr = h(
+      'tr',
+      { 'data-model': m.id },
+      h('th', { scope: 'row', 'data-label': 'Model' }, h('code', { text: m.id }), name),
+      c.size, c.source, c.backends, c.commit, c.format, c.installed,
+      actions,
+    );
+    row.fill = (mm) => {
+      setText(name, mm.name && mm.name !== mm.id ? mm.name : '');
+      show(name, Boolean(mm.name && mm.name !== mm.id));
+      setText(c.size, bytes(mm.size_bytes));
+      setText(c.source, sourceText(mm));
+      setText(c.backends, mm.backends && mm.backends.length ? mm.backends.join(', ') : '—');
+      if (mm.commit) {
+        c.commit.replaceChildren(h('code', { title: mm.commit, text: shortCommit(mm.commit) }));
+      } else {
+        setText(c.commit, '—');
+      }
+      setText(c.format, mm.format || 'dir');
+      setText(c.installed, when(mm.installed_at) || '—');
+    };
+    return row;
+  }
+
+  /** updateRowPulls shows, next to each row's Pull button, how the
+   * model's pull is going (the card in the Pulls list has the details). */
+  updateRowPulls() {
+    for (const [id, row] of this.rows) {
+      if (!row.btn) continue;
+      const st = this.store.get(id);
+      // One pull per model at a time: the API would answer with the
+      // running job anyway.
+      busy(row.btn, Boolean(st && !isFinal(st)));
+      setText(row.status, st && this.store.watched.has(id) ? `pull ${st.state}` : '');
+    }
+  }
+
+  async pull(id, row) {
+    if (isBusy(row.btn)) return;
+    busy(row.btn, true);
+    show(row.error, false);
+    try {
+      const st = await mutate('POST', modelPath(id, '/pull'));
+      this.store.put(st);
+      announce(st.existing ? `${id} is already being pulled.` : `Pull of ${id} started.`);
+    } catch (err) {
+      setText(row.error, err.message);
+      show(row.error, true);
+      busy(row.btn, false);
+    }
+  }
+}
