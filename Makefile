@@ -9,7 +9,7 @@ BINARIES := hal0 hal0-apid hal0-pull hal0-slotd
 STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
 FUZZTIME ?= 10s
 
-.PHONY: help build test test-short test-live lint fmt vet staticcheck fuzz bench bench-api demo clean deps
+.PHONY: help build test test-short test-live lint fmt vet staticcheck fuzz bench bench-api bench-hf demo clean deps
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -59,6 +59,9 @@ bench: build ## download benchmark: hal0 vs curl vs aria2c on a 4 GiB sharded GG
 bench-api: ## hal0-apid under load (status polls with 4 pulls running) and cold start after socket activation (root)
 	$(GO) test -run '^$$' -bench StatusLoad -benchtime 1x ./internal/apid/ -load.pin
 	HAL0_LIVE_REQUIRED=1 $(GO) test -run '^$$' -bench LiveColdStart -benchtime 10x ./internal/apid/
+
+bench-hf: ## the /hf/ endpoint vs nginx serving a 4 GiB file to curl on loopback (installs nginx if missing)
+	$(GO) test -run '^$$' -bench HFServeVsNginx -benchtime 1x -timeout 60m ./internal/hfserve/bench/
 
 demo: build ## pull a generated sharded model from a loopback test hub through hal0-apid (embedded mode) into .demo/
 	@rm -rf .demo && mkdir -p .demo

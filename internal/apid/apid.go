@@ -18,6 +18,7 @@ import (
 
 	"github.com/hal0ai/hal0/internal/apiserver"
 	"github.com/hal0ai/hal0/internal/config"
+	"github.com/hal0ai/hal0/internal/hfserve"
 	"github.com/hal0ai/hal0/internal/jobs"
 	"github.com/hal0ai/hal0/internal/registry"
 	"github.com/hal0ai/hal0/internal/runner"
@@ -61,6 +62,11 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	srv := &apiserver.Server{
 		Cfg: cfg, Jobs: jobs.Open(cfg.Paths.JobsDir()), Registry: registry.Open(cfg.Paths.RegistryFile()),
 		Runner: run, Token: cfg.API.Token, AllowedHosts: cfg.API.AllowedHosts, Logf: logf,
+	}
+	if cfg.API.HFServe {
+		hfh := hfserve.New(hfserve.Options{Registry: srv.Registry, Token: cfg.API.HFToken, Logf: logf})
+		defer hfh.Close()
+		srv.HF = hfh
 	}
 	hs := &http.Server{
 		Handler:           srv.Handler(),

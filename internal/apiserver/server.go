@@ -34,6 +34,9 @@ type Server struct {
 	// Token guards mutating requests over TCP; unset means TCP is
 	// read-only.
 	Token config.Secret
+	// HF is the Hugging Face–compatible endpoint (internal/hfserve) served
+	// at /hf/; nil turns it off.
+	HF http.Handler
 	// AllowedHosts are extra Host names accepted on TCP besides loopback.
 	AllowedHosts []string
 	Logf         func(format string, a ...any)
@@ -101,6 +104,9 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /api/pulls", s.listPulls)
 	mux.HandleFunc("/api/models/", s.modelRoutes)
 	s.registerSlots(mux)
+	if s.HF != nil {
+		mux.Handle("/hf/", s.HF)
+	}
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, api.Errorf(api.CodeNotFound, http.StatusNotFound, "no API route %s %s", r.Method, r.URL.Path))
 	})
@@ -136,7 +142,7 @@ func (s *Server) guard(next http.Handler) http.Handler {
 				writeErr(w, api.Errorf(api.CodeForbidden, http.StatusForbidden, "cross-site request from origin %q refused", o))
 				return
 			}
-			if mutating(r.Method) && !s.authorized(r) {
+			if mutating(r.Method) && !hfRead(r) && !s.authorized(r) {
 				if !s.Token.IsSet() {
 					writeErr(w, api.Errorf(api.CodeUnauthorized, http.StatusUnauthorized, "changes over TCP need a bearer token, and none is configured: set HAL0_API_TOKEN in %s, or use the unix socket %s", s.Cfg.Paths.APIEnvFile(), s.Cfg.Paths.APISocket()))
 				} else {
@@ -148,6 +154,12 @@ func (s *Server) guard(next http.Handler) http.Handler {
 		r.Body = http.MaxBytesReader(w, r.Body, MaxBody)
 		next.ServeHTTP(w, r)
 	})
+}
+
+// hfRead is the HF endpoint's one POST (paths-info): it only reads, and
+// the endpoint checks its own read token.
+func hfRead(r *http.Request) bool {
+	return r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, "/hf/api/models/") && strings.Contains(r.URL.Path, "/paths-info/")
 }
 
 func mutating(m string) bool {

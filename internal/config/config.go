@@ -97,6 +97,15 @@ type API struct {
 	// Token is resolved at load time from HAL0_API_TOKEN, the systemd
 	// credential "api-token" or TokenFile.
 	Token Secret `toml:"-"`
+
+	// HFServe turns on the Hugging Face–compatible endpoint at /hf/ that
+	// serves installed models to other machines and tools.
+	HFServe bool `toml:"hf_serve"`
+	// HFTokenFile holds the read token of that endpoint (one line),
+	// separate from the admin token; HAL0_HF_SERVE_TOKEN overrides it.
+	// Without a token the endpoint is open to whoever reaches the API.
+	HFTokenFile string `toml:"hf_token_file"`
+	HFToken     Secret `toml:"-"`
 }
 
 // Default root locations of an appliance install.
@@ -138,7 +147,7 @@ func Default(home string) *Config {
 			MaxRetries:   10,
 			DefaultQuant: []string{"Q4_K_M", "Q4_K_S", "Q4_0", "Q5_K_M", "Q8_0"},
 		},
-		API: API{IdleExit: Duration(5 * time.Minute)},
+		API: API{IdleExit: Duration(5 * time.Minute), HFServe: true},
 	}
 	return c
 }
@@ -190,6 +199,9 @@ func LoadEnv(env Env) (*Config, error) {
 		return nil, err
 	}
 	if err := resolveAPIToken(c, env); err != nil {
+		return nil, err
+	}
+	if err := resolveHFServeToken(c, env); err != nil {
 		return nil, err
 	}
 	if err := c.Validate(); err != nil {

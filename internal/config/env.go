@@ -206,3 +206,20 @@ func resolveAPIToken(c *Config, env Env) error {
 	}
 	return nil
 }
+
+// resolveHFServeToken reads the /hf/ endpoint's read token.
+func resolveHFServeToken(c *Config, env Env) error {
+	if v, ok := env("HAL0_HF_SERVE_TOKEN"); ok && strings.TrimSpace(v) != "" {
+		c.API.HFToken = NewSecret(strings.TrimSpace(v))
+		return nil
+	}
+	if c.API.HFTokenFile == "" {
+		return nil
+	}
+	b, err := os.ReadFile(c.API.HFTokenFile)
+	if err != nil {
+		return fmt.Errorf("read api.hf_token_file: %v", err)
+	}
+	c.API.HFToken = NewSecret(strings.TrimSpace(string(b)))
+	return nil
+}

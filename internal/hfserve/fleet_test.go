@@ -1,0 +1,215 @@
+package hfserve
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hal0ai/hal0/internal/config"
+	"github.com/hal0ai/hal0/internal/hubtest"
+	"github.com/hal0ai/hal0/internal/pull"
+	"github.com/hal0ai/hal0/internal/ref"
+	"github.com/hal0ai/hal0/internal/registry"
+)
+
+// upstream is the in-repo test hub with a sharded GGUF repo (two quants
+// and a README) and a safetensors repo with small git-stored files.
+func upstream(t *testing.T) *hubtest.Hub {
+	t.Helper()
+	hub, err := hubtest.New(hubtest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(hub.Close)
+	files := hubtest.GenerateGGUFShards("", "Q4_K_M/m", "Q4_K_M", 3, 2<<20+4321, 1)
+	files = append(files, hubtest.GenerateGGUFShards("", "Q8_0/m", "Q8_0", 2, 3<<20+7, 2)...)
+	files = append(files, hubtest.File{Path: "README.md", Data: []byte("# fleet test model\n")})
+	hub.AddRepo(hubtest.Repo{ID: "demo/m", Files: files})
+	hub.AddRepo(hubtest.Repo{ID: "org/st", Files: hubtest.GenerateSafetensorsShards("", 2, 1<<20, 7)})
+	return hub
+}
+
+// box is one hal0 installation: its own model root and registry, and an
+// engine pulling from endpoint.
+func box(t *testing.T, endpoint string) (*config.Config, *pull.Engine) {
+	t.Helper()
+	cfg := config.Default(t.TempDir())
+	cfg.HF.Endpoint = endpoint
+	cfg.HF.Token = config.Secret{}
+	cfg.Pull.ChunkSize = 1 << 20
+	cfg.Pull.Connections = 4
+	cfg.Pull.DiskReserve = 0
+	cfg.Pull.MaxRetries = 3
+	return cfg, engine(cfg)
+}
+
+func engine(cfg *config.Config) *pull.Engine {
+	e := pull.New(cfg)
+	e.BackoffBase = 5 * time.Millisecond
+	e.BackoffMax = 50 * time.Millisecond
+	return e
+}
+
+func pullAll(t *testing.T, e *pull.Engine, refs []string) map[string]*registry.Model {
+	t.Helper()
+	out := map[string]*registry.Model{}
+	for _, s := range refs {
+		m, err := e.Pull(context.Background(), pull.Request{Ref: ref.MustParse(s)})
+		if err != nil {
+			t.Fatalf("pull %s: %v", s, err)
+		}
+		out[s] = m
+	}
+	return out
+}
+
+func fileSHA(t *testing.T, p string) string {
+	t.Helper()
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// sameModels checks that box B installed what box A has: commit, every
+// file's path, size, SHA-256 and git oid in the registry, and the bytes on
+// disk (hashed again here, not taken from either registry).
+func sameModels(t *testing.T, a, b map[string]*registry.Model, hub *hubtest.Hub) {
+	t.Helper()
+	for id, ma := range a {
+		mb := b[id]
+		if mb == nil {
+			t.Fatalf("%s missing on box B", id)
+		}
+		if mb.Commit != ma.Commit || mb.Commit != hub.Repo(ma.HFRepo).Commit {
+			t.Errorf("%s: commit %s on B, %s on A, %s upstream", id, mb.Commit, ma.Commit, hub.Repo(ma.HFRepo).Commit)
+		}
+		if len(ma.Files) != len(mb.Files) || len(ma.Files) == 0 {
+			t.Fatalf("%s: %d files on A, %d on B", id, len(ma.Files), len(mb.Files))
+		}
+		sort.Slice(ma.Files, func(i, j int) bool { return ma.Files[i].Path < ma.Files[j].Path })
+		sort.Slice(mb.Files, func(i, j int) bool { return mb.Files[i].Path < mb.Files[j].Path })
+		want := map[string]hubtest.File{}
+		for _, f := range hub.Repo(ma.HFRepo).Files {
+			want[f.Path] = f
+		}
+		for i, fa := range ma.Files {
+			fb := mb.Files[i]
+			if fa != fb {
+				t.Errorf("%s: registry file %+v on A, %+v on B", id, fa, fb)
+			}
+			if up := want[fa.Path]; up.SHA256 != fa.SHA256 || up.Size != fa.Size {
+				t.Errorf("%s: %s differs from upstream", id, fa.Path)
+			}
+			ha, hb := fileSHA(t, filepath.Join(ma.Dir, fa.Path)), fileSHA(t, filepath.Join(mb.Dir, fb.Path))
+			if ha != hb || ha != fa.SHA256 {
+				t.Errorf("%s: %s has sha256 %s on A, %s on B, %s in the registry", id, fa.Path, ha, hb, fa.SHA256)
+			}
+		}
+	}
+}
+
+// TestHal0PullsFromHal0: box A pulls from the hub; box B pulls the same
+// refs from A's hfserve with the real engine (which verifies every byte
+// against the hashes hfserve lists) and ends up with identical files,
+// hashes and commits, without the hub seeing a single further byte.
+func TestHal0PullsFromHal0(t *testing.T) {
+	hub := upstream(t)
+	refs := []string{"demo/m:Q4_K_M", "demo/m:Q8_0", "demo/m/README.md", "org/st"}
+
+	cfgA, engA := box(t, hub.URL)
+	a := pullAll(t, engA, refs)
+	upBytes := hub.Stats().Bytes
+	hub.ResetStats()
+
+	srv := serve(t, Options{Registry: registry.Open(cfgA.Paths.RegistryFile())})
+	_, engB := box(t, srv.url)
+	b := pullAll(t, engB, refs)
+	sameModels(t, a, b, hub)
+	if st := hub.Stats(); st.HubRequests != 0 || st.Bytes != 0 {
+		t.Errorf("box B reached the hub: %d requests, %d bytes", st.HubRequests, st.Bytes)
+	}
+	if upBytes == 0 {
+		t.Error("box A transferred nothing from the hub")
+	}
+
+	// Box C pulls from B's endpoint: a store filled from hfserve is itself
+	// a complete source.
+	cfgB := engB.Paths
+	srvB := serve(t, Options{Registry: registry.Open(cfgB.RegistryFile())})
+	_, engC := box(t, srvB.url)
+	c := pullAll(t, engC, refs)
+	sameModels(t, a, c, hub)
+}
+
+// TestPullThroughEngine: box A has nothing and lists the hub's repo; box
+// B pulls a quant from A, whose engine pulls exactly that shard set from
+// the hub and serves it, and B's engine verifies it as usual. Boxes C and
+// D then pull another quant and another repo at the same time.
+func TestPullThroughEngine(t *testing.T) {
+	hub := upstream(t)
+	cfgA, _ := box(t, hub.URL)
+	srv := serve(t, Options{Registry: registry.Open(cfgA.Paths.RegistryFile()),
+		Upstream: NewEnginePuller(func() *pull.Engine { return engine(cfgA) }), PullWait: 2 * time.Minute})
+
+	_, engB := box(t, srv.url)
+	b := pullAll(t, engB, []string{"demo/m:Q4_K_M"})
+	regA, err := registry.Open(cfgA.Paths.RegistryFile()).Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// B's first shard request pulled the shard set on A; the requests for
+	// the other shards waited for that pull instead of starting their own.
+	if len(regA.Models) != 1 {
+		t.Fatalf("box A installed %d models, want one shard set: %v", len(regA.Models), regA.List())
+	}
+	a := map[string]*registry.Model{"demo/m:Q4_K_M": regA.List()[0]}
+	sameModels(t, a, b, hub)
+	// Each byte came from the hub once.
+	if got, want := hub.Stats().Bytes, a["demo/m:Q4_K_M"].SizeBytes; got != want {
+		t.Errorf("hub sent %d bytes for %d", got, want)
+	}
+
+	// Two boxes at once, one wanting another quant of demo/m, one another
+	// repo: A runs both pulls concurrently, each shard set exactly once.
+	hub.ResetStats()
+	_, engC := box(t, srv.url)
+	_, engD := box(t, srv.url)
+	var c, d map[string]*registry.Model
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); c = pullAll(t, engC, []string{"demo/m:Q8_0"}) }()
+	go func() { defer wg.Done(); d = pullAll(t, engD, []string{"org/st"}) }()
+	wg.Wait()
+	if c == nil || d == nil {
+		t.FailNow()
+	}
+	if len(c["demo/m:Q8_0"].Files) != 2 || len(d["org/st"].Files) != 6 {
+		t.Fatalf("through pull-through: %+v, %+v", c["demo/m:Q8_0"].Files, d["org/st"].Files)
+	}
+	// Every file came from the hub, LFS files exactly once. A small file
+	// may come twice: pulls are by path, and a shard-set pull also brings
+	// the index that an earlier pull of the index alone fetched.
+	st := hub.Stats()
+	for _, m := range []*registry.Model{c["demo/m:Q8_0"], d["org/st"]} {
+		for _, f := range m.Files {
+			got := st.File(m.HFRepo, f.Path).Bytes
+			if f.GitOID == "" && got != f.Size || got < f.Size || got > 2*f.Size {
+				t.Errorf("%s %s: hub sent %d bytes for %d", m.HFRepo, f.Path, got, f.Size)
+			}
+		}
+	}
+}

@@ -1,0 +1,232 @@
+// Package hfserve serves the models installed on this box as a Hugging
+// Face–compatible endpoint, so that other hal0 boxes and third-party tools
+// (huggingface_hub, @huggingface/hub, llama.cpp -hf, vLLM) on the LAN can
+// download them with HF_ENDPOINT=http://box:8080/hf instead of going to the
+// internet again.
+//
+// What is served comes from the registry alone: every entry with source
+// "hf", an hf_repo and a pinned commit is that repo at that commit, and the
+// entries of one repo and commit (several quants of one GGUF repo) merge
+// into one listing. The hashes in listings and headers are the ones the
+// pull recorded after verifying every byte, so a client that checks them
+// (hal0 does, always) gets exactly what the upstream hub served.
+//
+// Files go out with http.ServeContent over the *os.File itself: net/http
+// hands that to the TCP connection's ReadFrom, which uses sendfile(2), so
+// file bytes never pass through user space. A file whose size on disk
+// differs from the registry, or that resolves outside its model directory,
+// is refused rather than served.
+//
+// Optionally (Options.Upstream) the endpoint is a pull-through mirror: what
+// a client asks for and the store lacks is pulled from upstream with
+// hal0's engine (same verification), then served. The pull finishes before
+// the first byte goes out; streaming a file while it downloads is not
+// done (see PullThrough).
+package hfserve
+
+import (
+	"context"
+	"crypto/subtle"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hal0ai/hal0/internal/config"
+	"github.com/hal0ai/hal0/internal/registry"
+)
+
+// Options configures a Handler.
+type Options struct {
+	// Registry is the store whose installed models are served.
+	Registry *registry.Store
+	// Prefix is the URL path the handler is mounted under, without a
+	// trailing slash ("/hf" by default). Clients use <base URL><Prefix> as
+	// their HF_ENDPOINT.
+	Prefix string
+	// Token, when set, is required as "Authorization: Bearer <token>" on
+	// every request. It is the read token for the LAN and has nothing to
+	// do with the admin token of hal0's API. Without it anyone who can
+	// reach the listener can read the models, and Authorization headers
+	// are ignored (clients routinely send their huggingface.co token to
+	// whatever HF_ENDPOINT is).
+	Token config.Secret
+	// Upstream, when set, turns on pull-through: a request for a repo,
+	// revision or file that is not installed pulls it first. If it also
+	// implements Lister (EnginePuller does), listings are upstream's.
+	Upstream PullThrough
+	// PullWait is how long a request waits for a pull-through pull before
+	// answering 503 with Retry-After (the pull goes on in the background).
+	// The default, 8s, stays below huggingface_hub's 10 s metadata
+	// timeout, so its HEAD gets an answer it retries instead of a timeout.
+	PullWait time.Duration
+	// PageSize is how many entries a tree listing returns per page before
+	// it paginates with a Link header (default 1000, as the Hub).
+	PageSize int
+	// Logf receives problems worth an operator's attention (damaged
+	// files, unreadable registry, failed pulls), with full paths.
+	Logf func(format string, a ...any)
+	// Now is the clock for negative-cache expiry; default time.Now.
+	Now func() time.Time
+}
+
+// Handler is the HF endpoint. Create it with New.
+type Handler struct {
+	opts   Options
+	prefix string
+
+	imu    sync.Mutex
+	idx    *index
+	idxKey statKey
+
+	pulls *puller
+	lists listings
+}
+
+// New returns a handler for opts.
+func New(opts Options) *Handler {
+	if opts.Prefix == "" {
+		opts.Prefix = "/hf"
+	}
+	opts.Prefix = "/" + strings.Trim(opts.Prefix, "/")
+	if opts.Prefix == "/" {
+		opts.Prefix = ""
+	}
+	if opts.PageSize <= 0 {
+		opts.PageSize = 1000
+	}
+	if opts.PullWait <= 0 {
+		opts.PullWait = 8 * time.Second
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	h := &Handler{opts: opts, prefix: opts.Prefix}
+	if opts.Upstream != nil {
+		h.pulls = newPuller(opts.Upstream, opts.Now, h.logf)
+	}
+	return h
+}
+
+// Close cancels pull-through pulls still running in the background and
+// waits for them to return. Requests in flight are not affected.
+func (h *Handler) Close() {
+	if h.pulls != nil {
+		h.pulls.close()
+	}
+}
+
+func (h *Handler) logf(format string, a ...any) {
+	if h.opts.Logf != nil {
+		h.opts.Logf(format, a...)
+	}
+}
+
+// ServeHTTP routes a request under the prefix.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !h.authorized(w, r) {
+		return
+	}
+	// Routing works on the escaped path: revisions arrive as one segment
+	// with %2F inside (refs%2Fpr%2F1), which the decoded path would split.
+	rest, ok := strings.CutPrefix(r.URL.EscapedPath(), h.prefix+"/")
+	if !ok {
+		hfError(w, http.StatusNotFound, "", "Not Found")
+		return
+	}
+	segs := strings.Split(rest, "/")
+	switch {
+	case segs[0] == "api":
+		h.serveAPI(w, r, segs[1:])
+	case segs[0] == "datasets" || segs[0] == "spaces":
+		// Only model repos are ever installed.
+		hfError(w, http.StatusNotFound, codeRepoNotFound, "Repository not found")
+	case len(segs) >= 4 && (segs[2] == "resolve" || segs[2] == "raw"):
+		repo, ok := repoID(segs[:2])
+		if !ok {
+			hfError(w, http.StatusBadRequest, "", "Bad repository id")
+			return
+		}
+		h.serveFile(w, r, repo, segs[2] == "raw", segs[3:])
+	default:
+		hfError(w, http.StatusNotFound, "", "Not Found")
+	}
+}
+
+// authorized checks the read token and answers 401 itself when it fails,
+// in the Hub's words so that clients print their usual advice.
+func (h *Handler) authorized(w http.ResponseWriter, r *http.Request) bool {
+	if !h.opts.Token.IsSet() {
+		return true
+	}
+	v := r.Header.Values("Authorization")
+	if len(v) == 0 {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="hal0"`)
+		hfError(w, http.StatusUnauthorized, "", "Authentication required: this hal0 endpoint needs its read token (Authorization: Bearer <token>; HF_TOKEN for Hugging Face clients)")
+		return false
+	}
+	scheme, tok, _ := strings.Cut(v[0], " ")
+	if len(v) > 1 || !strings.EqualFold(scheme, "Bearer") ||
+		subtle.ConstantTimeCompare([]byte(strings.TrimSpace(tok)), []byte(h.opts.Token.Reveal())) != 1 {
+		// The Hub's exact message: huggingface_hub recognises it and says
+		// the token is invalid rather than that the repo does not exist.
+		hfError(w, http.StatusUnauthorized, "", "Invalid credentials in Authorization header")
+		return false
+	}
+	return true
+}
+
+// lookup finds repo at rev in the current index, pulling it through from
+// upstream when it is missing and pull-through is on. It answers the
+// request itself (error, 503 while pulling) when it returns ok=false.
+func (h *Handler) lookup(ctx context.Context, w http.ResponseWriter, repo, rev, path string) (*repoIndex, *snapshot, bool) {
+	if l, ok := h.opts.Upstream.(Lister); ok {
+		return h.lookupUpstream(ctx, w, l, repo, rev, path)
+	}
+	deadline := time.Now().Add(h.opts.PullWait)
+	for round, owned := 0, 0; ; round++ {
+		idx, err := h.index()
+		if err != nil {
+			h.logf("hfserve: %v", err)
+			hfError(w, http.StatusInternalServerError, "", "hal0's model registry cannot be read; see the server log")
+			return nil, nil, false
+		}
+		ri := idx.repos[repo]
+		var snap *snapshot
+		if ri != nil {
+			snap = ri.resolve(rev)
+		}
+		missing := ri == nil || snap == nil || path != "" && snap.files[path] == nil
+		if !missing || h.pulls == nil || owned == maxOwnPulls || round == maxRounds {
+			switch {
+			case ri == nil:
+				hfError(w, http.StatusNotFound, codeRepoNotFound, "Repository not found")
+				return nil, nil, false
+			case snap == nil:
+				hfError(w, http.StatusNotFound, codeRevisionNotFound, "Invalid rev id: "+rev)
+				return nil, nil, false
+			}
+			return ri, snap, true
+		}
+		again, own := h.pullThrough(ctx, w, PullRequest{Repo: repo, Revision: rev, Path: path}, deadline)
+		if !again {
+			return nil, nil, false
+		}
+		if own {
+			owned++
+		}
+	}
+}
+
+// repoID joins two escaped segments into "org/name".
+func repoID(segs []string) (string, bool) {
+	var parts [2]string
+	for i, s := range segs[:2] {
+		u, err := unescape(s)
+		if err != nil || u == "" || u == "." || u == ".." || strings.ContainsAny(u, "/\\") {
+			return "", false
+		}
+		parts[i] = u
+	}
+	return parts[0] + "/" + parts[1], true
+}

@@ -1,0 +1,266 @@
+package hfserve
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/hal0ai/hal0/internal/api"
+	"github.com/hal0ai/hal0/internal/hf"
+	"github.com/hal0ai/hal0/internal/registry"
+)
+
+// Lister is an optional extension of PullThrough. With it, pull-through
+// serves upstream's listing of a repo (installed files and the rest), so
+// clients that choose files from the listing (hal0's quant selection,
+// llama.cpp's :quant, snapshot downloads) see everything upstream has,
+// and nothing is pulled until a file is asked for. Without it, listings
+// show what is installed, and only a missing repo or revision, or a file
+// asked for by path, triggers a pull.
+type Lister interface {
+	List(ctx context.Context, repo, rev string) (*UpstreamRepo, error)
+}
+
+// UpstreamRepo is a repo at a pinned commit as upstream lists it.
+type UpstreamRepo struct {
+	Commit  string
+	License string
+	Files   []UpstreamFile
+}
+
+// UpstreamFile is one file of an upstream listing. SHA256 is set for LFS
+// files, BlobID (the git blob oid of the content) for the others.
+type UpstreamFile struct {
+	Path   string
+	Size   int64
+	LFS    bool
+	SHA256 string
+	BlobID string
+}
+
+// List implements Lister with hal0's hub client over the engine's
+// endpoints, in order, as the engine itself resolves a pull.
+func (p *EnginePuller) List(ctx context.Context, repo, rev string) (*UpstreamRepo, error) {
+	if rev == "HEAD" {
+		rev = "main"
+	}
+	e := p.lister // only its endpoints, token and HTTP client are used
+	endpoints := e.Endpoints
+	var best error
+	for _, ep := range endpoints {
+		c := &hf.Client{Endpoint: ep, Token: e.Token, HTTP: e.HTTP}
+		info, err := c.Revision(ctx, repo, rev)
+		if err == nil && info.Gated != "" && !e.Token.IsSet() {
+			return nil, api.Errorf(api.CodeGated, 0, "%s is gated upstream and hal0 has no token for it: accept its license at %s/%s and set hal0's HF token", repo, ep, repo)
+		}
+		var tree []hf.Entry
+		if err == nil {
+			tree, err = c.Tree(ctx, repo, info.SHA)
+		}
+		if err == nil {
+			up := &UpstreamRepo{Commit: info.SHA, License: info.License()}
+			for _, t := range tree {
+				f := UpstreamFile{Path: t.Path, Size: t.Size}
+				if t.LFS != nil {
+					f.LFS, f.SHA256, f.Size = true, t.SHA256(), t.LFS.Size
+				} else {
+					f.BlobID = t.OID
+				}
+				up.Files = append(up.Files, f)
+			}
+			return up, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if best == nil || !definite(best) && definite(err) {
+			best = err
+		}
+	}
+	if best == nil {
+		best = api.Errorf(api.CodeNetwork, 0, "no upstream endpoint configured")
+	}
+	return nil, best
+}
+
+// How long upstream listings are reused. A branch can move, so its
+// listing is asked again after a minute; a commit never changes.
+const (
+	branchListTTL = time.Minute
+	commitListTTL = time.Hour
+	failedListTTL = 10 * time.Second
+	maxListings   = 1024
+)
+
+// listings caches upstream listings, one fetch at a time per (repo, rev):
+// a client downloading sixteen ranges at once asks for one listing.
+type listings struct {
+	mu    sync.Mutex
+	calls map[[2]string]*listing
+}
+
+type listing struct {
+	done chan struct{}
+	up   *UpstreamRepo
+	err  error
+	at   time.Time
+
+	// The listing merged with the installed files of its commit, and the
+	// index version it was merged with.
+	mu     sync.Mutex
+	merged *snapshot
+	idx    *index
+}
+
+func (l *listings) get(ctx context.Context, lister Lister, now func() time.Time, repo, rev string, deadline time.Time) (*listing, error) {
+	key := [2]string{repo, rev}
+	l.mu.Lock()
+	if l.calls == nil {
+		l.calls = map[[2]string]*listing{}
+	}
+	c := l.calls[key]
+	if c != nil {
+		select {
+		case <-c.done:
+			ttl := branchListTTL
+			switch {
+			case c.err != nil:
+				ttl = failedListTTL
+			case hex40.MatchString(rev):
+				ttl = commitListTTL
+			}
+			if now().Sub(c.at) >= ttl {
+				c = nil
+			}
+		default:
+		}
+	}
+	if c == nil {
+		if len(l.calls) >= maxListings {
+			l.calls = map[[2]string]*listing{}
+		}
+		c = &listing{done: make(chan struct{})}
+		l.calls[key] = c
+		go func() {
+			// Detached from the request: others wait for the same answer.
+			lctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			c.up, c.err = lister.List(lctx, repo, rev)
+			if c.err == nil && (c.up == nil || !hex40.MatchString(c.up.Commit)) {
+				c.up, c.err = nil, api.Errorf(api.CodeBadResponse, 0, "upstream gave no commit for %s@%s", repo, rev)
+			}
+			c.at = now()
+			close(c.done)
+		}()
+	}
+	l.mu.Unlock()
+	t := time.NewTimer(max(time.Until(deadline), 0))
+	defer t.Stop()
+	select {
+	case <-c.done:
+		return c, c.err
+	case <-t.C:
+		return nil, errPulling // the listing goes on; a retry finds it
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// view merges an upstream listing with the installed files of its commit:
+// files whose hashes match an installed copy are served from it, the rest
+// are pulled when asked for.
+func (c *listing) view(idx *index, repo string, logf func(string, ...any)) *snapshot {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.merged != nil && c.idx == idx {
+		return c.merged
+	}
+	var local *snapshot
+	if ri := idx.repos[repo]; ri != nil {
+		local = ri.commits[c.up.Commit]
+	}
+	s := &snapshot{commit: c.up.Commit, files: map[string]*file{}, dirs: map[string]string{}, license: c.up.License}
+	if local != nil {
+		s.installed, s.created = local.installed, local.created
+	}
+	for _, uf := range c.up.Files {
+		f, err := newFile(upstreamToRegistry(uf))
+		if err != nil {
+			logf("hfserve: upstream lists %s of %s, which hal0 will not serve: %v", uf.Path, repo, err)
+			continue
+		}
+		if local != nil {
+			if have := local.files[f.path]; have != nil {
+				if have.size == f.size && have.blobID == f.blobID && (!f.lfs || have.sha256 == f.sha256) {
+					f.copies = have.copies
+				} else {
+					logf("hfserve: installed %s of %s@%s differs from upstream's listing; pulling it again when asked", f.path, repo, c.up.Commit[:12])
+				}
+			}
+		}
+		s.files[f.path] = f
+	}
+	s.build()
+	c.merged, c.idx = s, idx
+	return s
+}
+
+func upstreamToRegistry(uf UpstreamFile) registry.File {
+	rf := registry.File{Path: uf.Path, Size: uf.Size, SHA256: uf.SHA256}
+	if !uf.LFS {
+		rf.GitOID = uf.BlobID
+	}
+	return rf
+}
+
+// lookupUpstream is lookup for pull-through with a Lister: the listing
+// comes from upstream, or from the store when upstream cannot answer and
+// the store has the revision (a mirror keeps serving when the internet is
+// down), and a listed file that is not installed is pulled.
+func (h *Handler) lookupUpstream(ctx context.Context, w http.ResponseWriter, lister Lister, repo, rev, path string) (*repoIndex, *snapshot, bool) {
+	deadline := time.Now().Add(h.opts.PullWait)
+	for round, owned := 0, 0; ; round++ {
+		idx, err := h.index()
+		if err != nil {
+			h.logf("hfserve: %v", err)
+			hfError(w, http.StatusInternalServerError, "", "hal0's model registry cannot be read; see the server log")
+			return nil, nil, false
+		}
+		ri := idx.repos[repo]
+		l, err := h.lists.get(ctx, lister, h.opts.Now, repo, rev, deadline)
+		var s *snapshot
+		switch {
+		case err == nil:
+			s = l.view(idx, repo, h.logf)
+		case ctx.Err() != nil:
+			return nil, nil, false
+		case errors.Is(err, errPulling) && (ri == nil || ri.resolve(rev) == nil):
+			w.Header().Set("Retry-After", "5")
+			hfError(w, http.StatusServiceUnavailable, "", "hal0 is asking its upstream hub about "+repo+"; retry in a few seconds")
+			return nil, nil, false
+		case ri != nil && ri.resolve(rev) != nil:
+			s = ri.resolve(rev)
+		default:
+			h.answerPullError(w, PullRequest{Repo: repo, Revision: rev}, err)
+			return nil, nil, false
+		}
+		if ri == nil {
+			ri = &repoIndex{id: repo, commits: map[string]*snapshot{s.commit: s}, names: map[string]string{}, newest: s.commit}
+		}
+		f := s.files[path]
+		if path == "" || f == nil || len(f.copies) > 0 || owned == maxOwnPulls || round == maxRounds {
+			return ri, s, true
+		}
+		// Pin the pull to the listed commit: a branch that moves meanwhile
+		// must not mix two commits' files.
+		again, own := h.pullThrough(ctx, w, PullRequest{Repo: repo, Revision: s.commit, Path: path}, deadline)
+		if !again {
+			return nil, nil, false
+		}
+		if own {
+			owned++
+		}
+	}
+}
