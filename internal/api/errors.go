@@ -74,11 +74,12 @@ const (
 	CodeIO               = "pull.io"
 
 	// Slots (the Python hal0's names where it had one).
-	CodeSlotNotFound = "slot.not_found"
-	CodeSlotIllegal  = "slot.illegal_transition"
-	CodeSlotConfig   = "slot.config_error"
-	CodeSlotBackend  = "slot.backend_mismatch"
-	CodeSlotDisabled = "slot.disabled"
+	CodeSlotNotFound    = "slot.not_found"
+	CodeSlotIllegal     = "slot.illegal_transition"
+	CodeSlotConfig      = "slot.config_error"
+	CodeSlotBackend     = "slot.backend_mismatch"
+	CodeSlotDisabled    = "slot.disabled"
+	CodeLogsUnavailable = "logs.unavailable"
 )
 
 // codeStatus maps codes to HTTP statuses for errors built without one.
@@ -96,6 +97,7 @@ var codeStatus = map[string]int{
 	CodeWorkerDied: http.StatusInternalServerError, CodeIO: http.StatusInternalServerError,
 	CodeSlotNotFound: http.StatusNotFound, CodeSlotIllegal: http.StatusConflict, CodeSlotConfig: http.StatusBadRequest,
 	CodeSlotBackend: http.StatusBadRequest, CodeSlotDisabled: http.StatusConflict,
+	CodeLogsUnavailable: http.StatusServiceUnavailable,
 }
 
 // StatusOf returns the HTTP status for err: an *Error's own status, the

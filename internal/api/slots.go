@@ -124,3 +124,19 @@ type SlotAccepted struct {
 	// do (the model is already served). hal0-slotd has the last word.
 	Next string `json:"next"`
 }
+
+// LogEntry is one line of a slot unit's journal.
+type LogEntry struct {
+	Time     time.Time `json:"time"`
+	Priority int       `json:"priority"` // syslog level: 3 error, 4 warning, 6 info, 7 debug
+	PID      int       `json:"pid,omitempty"`
+	Message  string    `json:"message"`
+	// Cursor continues after this entry (?after=).
+	Cursor string `json:"cursor"`
+}
+
+// SlotLogs answers GET /api/slots/{name}/logs.
+type SlotLogs struct {
+	Unit    string     `json:"unit"`
+	Entries []LogEntry `json:"entries"`
+}

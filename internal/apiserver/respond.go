@@ -62,12 +62,12 @@ func decodeBody(r *http.Request, v any) error {
 }
 
 // compress encodes responses with zstd or gzip when the client accepts it.
-// Event streams and model files are left alone.
+// Event streams (…/events, followed logs) and model files are left alone.
 func compress(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Model files go out with sendfile and exact byte ranges: a
 		// compressing writer would break both.
-		if strings.HasSuffix(r.URL.Path, "/events") || strings.HasPrefix(r.URL.Path, "/hf/") {
+		if strings.HasSuffix(r.URL.Path, "/events") || strings.HasPrefix(r.URL.Path, "/hf/") || r.URL.Query().Get("follow") != "" {
 			next.ServeHTTP(w, r)
 			return
 		}

@@ -41,6 +41,8 @@ type Server struct {
 	AllowedHosts []string
 	Logf         func(format string, a ...any)
 	Now          func() time.Time
+	// Journal reads slot logs; nil runs journalctl (api.journal_dir).
+	Journal LogReader
 	// EventInterval is how often an event stream looks for changes.
 	EventInterval time.Duration
 

@@ -56,6 +56,7 @@ func (s *Server) registerSlots(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/slots", s.listSlots)
 	mux.HandleFunc("GET /api/slots/{name}", s.getSlot)
 	mux.HandleFunc("GET /api/slots/{name}/events", s.slotEvents)
+	mux.HandleFunc("GET /api/slots/{name}/logs", s.slotLogs)
 	mux.HandleFunc("POST /api/slots/{name}/swap", s.slotAction(slots.EvSwap))
 	mux.HandleFunc("POST /api/slots/{name}/load", s.slotAction(slots.EvLoad))
 	mux.HandleFunc("POST /api/slots/{name}/unload", s.slotAction(slots.EvUnload))

@@ -106,6 +106,11 @@ type API struct {
 	// Without a token the endpoint is open to whoever reaches the API.
 	HFTokenFile string `toml:"hf_token_file"`
 	HFToken     Secret `toml:"-"`
+
+	// JournalDir, when set, is the journal directory slot logs are read
+	// from (journalctl --directory) instead of the system journal: for a
+	// hal0-apid outside the systemd that runs the slots.
+	JournalDir string `toml:"journal_dir"`
 }
 
 // Default root locations of an appliance install.

@@ -48,6 +48,7 @@ var envVars = []struct {
 		c.Pull.StallTimeout = Duration(d)
 		return err
 	}},
+	{"HAL0_JOURNAL_DIR", "journal directory slot logs are read from", func(c *Config, v string) error { c.API.JournalDir = v; return nil }},
 	{"HAL0_API_LISTEN", "comma-separated apid listeners", func(c *Config, v string) error {
 		c.API.Listen = strings.Split(v, ",")
 		return nil

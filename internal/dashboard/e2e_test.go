@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hal0ai/hal0/internal/livesystemd"
 )
 
 // TestBrowser runs the dashboard's browser suite, e2e/run.mjs: a real
@@ -47,6 +49,20 @@ func TestBrowser(t *testing.T) {
 	cmd := exec.CommandContext(ctx, node, "run.mjs")
 	cmd.Dir = "e2e"
 	cmd.Env = append(os.Environ(), "HAL0_CHROMIUM="+chromium)
+	if ok, why := livesystemd.Available(); ok {
+		// The Logs panel reads a real journal: the slot the suite swaps
+		// runs as hal0-slot@main.service in a private systemd, here a
+		// shell that logs a numbered line every 200 ms (a stand-in
+		// backend: the journal, not the backend, is under test).
+		s := livesystemd.Boot(t, livesystemd.WithUnit("hal0-slot@.service",
+			"[Service]\nExecStart=/bin/sh -c 'i=0; while :; do i=$$((i+1)); echo \"tick $$i of %i\"; sleep 0.2; done'\n"))
+		if out, err := s.Systemctl(ctx, "start", "hal0-slot@main.service"); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		cmd.Env = append(cmd.Env, "HAL0_E2E_JOURNAL_DIR="+s.HostPath("/run/log/journal"))
+	} else {
+		t.Logf("slot logs are tested without a journal: %s", why)
+	}
 	// The suite starts hal0-apid, the hub and Chromium; on a timeout the
 	// whole process group goes, not only run.mjs.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -188,12 +188,16 @@ export class Stack {
 
     // A clean environment: an HF_TOKEN or HAL0_* of the machine running
     // the suite would change what the hub answers or where files go.
+    this.journal = Boolean(process.env.HAL0_E2E_JOURNAL_DIR);
     this.env = {
       PATH: process.env.PATH,
       HOME: this.home,
       HAL0_HOME: this.home,
       HF_ENDPOINT: this.hubURL,
       HAL0_API_TOKEN: TOKEN,
+      // Slot logs come from the journal of the private systemd the Go test
+      // booted, when it could boot one.
+      ...(process.env.HAL0_E2E_JOURNAL_DIR ? { HAL0_JOURNAL_DIR: process.env.HAL0_E2E_JOURNAL_DIR } : {}),
       HAL0_DISK_RESERVE: '0',
       // Small ranges: more progress events per pull, and the stall repo's
       // fault (after 512 KiB of every response) catches each of them.

@@ -1,5 +1,6 @@
 // The Slots view: each slot's state, live from GET /api/slots/{name}/events,
-// its model, a Swap control, load and unload, and where to find its logs.
+// its model, a Swap control, load and unload, and the slot unit's journal
+// (GET /api/slots/{name}/logs, followed while the Logs panel is open).
 //
 // hal0-apid only records requests (request.json); hal0-slotd carries them
 // out and writes the states the stream reports. So a Swap answers at once
@@ -81,16 +82,8 @@ class SlotCard {
     this.error = h('p', { class: 'error', role: 'alert', 'data-role': 'action-error', hidden: true });
     this.live = h('p', { class: 'note', hidden: true });
 
-    const cmd = `hal0 slot logs ${slot.name} -f`;
-    this.logMessage = h('span', { 'data-role': 'log-message' });
-    const logs = h(
-      'section',
-      { class: 'logs', 'aria-labelledby': id('logs') },
-      h('h3', { id: id('logs') }, 'Logs'),
-      h('p', {}, 'This version of hal0-apid has no logs API, so the page cannot show the slot unit\u2019s journal. On the machine, run:'),
-      h('pre', {}, h('code', { 'data-role': 'logs-command', text: cmd })),
-      h('p', {}, 'Last message: ', this.logMessage),
-    );
+    this.logs = new SlotLogs(slot.name, id);
+    const logs = this.logs.el;
 
     this.title = h('h2', { id: id('name'), tabindex: '-1' }, slot.name);
     this.el = h(
@@ -135,7 +128,6 @@ class SlotCard {
     setText(this.f.updDd, when(s.updated_at) || '—');
     setText(this.message, s.message || '');
     show(this.message, Boolean(s.message));
-    setText(this.logMessage, s.message || '(none yet)');
     setText(this.stateError, s.state_error ? `The slot's state file cannot be read: ${s.state_error}` : '');
     show(this.stateError, Boolean(s.state_error));
 
@@ -310,5 +302,88 @@ export class SlotsView {
   closeStreams() {
     for (const stop of this.stops) stop();
     this.stops = [];
+  }
+}
+
+// SlotLogs is the Logs panel of a slot card: closed, it costs nothing;
+// opened, it shows the newest journal lines of hal0-slot@NAME.service and
+// follows new ones until it is closed again.
+const LOG_LINES = 200;
+const LOG_KEEP = 1000;
+
+class SlotLogs {
+  constructor(name, id) {
+    this.name = name;
+    this.stop = null;
+    this.cursor = '';
+    this.out = h('pre', { class: 'log-lines', role: 'log', 'aria-live': 'off', tabindex: '0', 'data-role': 'log-lines', 'aria-label': `Journal of slot ${name}` });
+    this.status = h('p', { class: 'note', 'data-role': 'log-status' });
+    this.fallback = h(
+      'p',
+      { class: 'note', hidden: true, 'data-role': 'log-fallback' },
+      'On the machine: ',
+      h('code', { 'data-role': 'logs-command', text: `hal0 slot logs ${name} -f` }),
+    );
+    this.el = h(
+      'details',
+      { class: 'logs', 'data-role': 'logs' },
+      h('summary', { id: id('logs') }, 'Logs'),
+      this.status,
+      this.out,
+      this.fallback,
+    );
+    this.el.addEventListener('toggle', () => (this.el.open ? this.open() : this.close()));
+  }
+
+  async open() {
+    this.out.textContent = '';
+    this.cursor = '';
+    setText(this.status, 'Loading\u2026');
+    show(this.fallback, false);
+    let res;
+    try {
+      res = await request('GET', slotPath(this.name, `/logs?lines=${LOG_LINES}`));
+    } catch (err) {
+      setText(this.status, err.message);
+      show(this.fallback, true);
+      return;
+    }
+    if (!this.el.open) return;
+    this.append(res.entries);
+    setText(this.status, `${res.unit}, following`);
+    const after = this.cursor ? `&after=${encodeURIComponent(this.cursor)}` : '';
+    this.stop = stream(
+      slotPath(this.name, `/logs?follow=1${after}`),
+      'log',
+      (e) => this.append([e]),
+      (why) => {
+        if (why === 'failed') setText(this.status, 'The journal stream stopped; close and open Logs to try again.');
+      },
+    );
+  }
+
+  close() {
+    if (this.stop) this.stop();
+    this.stop = null;
+  }
+
+  append(entries) {
+    if (!entries.length) {
+      if (!this.out.textContent) this.out.textContent = '(no lines yet)\n';
+      return;
+    }
+    if (this.out.textContent === '(no lines yet)\n') this.out.textContent = '';
+    const atEnd = this.out.scrollTop + this.out.clientHeight >= this.out.scrollHeight - 4;
+    const frag = document.createDocumentFragment();
+    for (const e of entries) {
+      const t = new Date(e.time);
+      const line = h('span', { class: e.priority <= 3 ? 'log-err' : e.priority === 4 ? 'log-warn' : '' });
+      line.textContent = `${isNaN(t) ? '' : t.toLocaleTimeString()} ${e.message}\n`;
+      frag.append(line);
+      this.cursor = e.cursor || this.cursor;
+    }
+    this.out.append(frag);
+    while (this.out.childNodes.length > LOG_KEEP) this.out.firstChild.remove();
+    if (atEnd) this.out.scrollTop = this.out.scrollHeight;
   }
 }
