@@ -96,7 +96,7 @@ doc=$stage/usr/share/doc/hal0
 install -D -m 0644 packaging/debian/copyright "$doc/copyright"
 install -D -m 0644 packaging/debian/lintian-overrides "$stage/usr/share/lintian/overrides/hal0"
 date=$(date -u -R -d "@$SOURCE_DATE_EPOCH")
-printf 'hal0 (%s) unstable; urgency=medium\n\n  * Release %s (commit %s).\n\n -- %s  %s\n' \
+printf 'hal0 (%s) unstable; urgency=medium\n\n  * Release %s.\n  * Built from commit %s.\n\n -- %s  %s\n' \
 	"$VERSION" "$VERSION" "$COMMIT" "$MAINTAINER" "$date" | gzip -9n >"$doc/changelog.gz"
 install -d "$stage/usr/share/man/man1"
 gzip -9n <packaging/man/hal0.1 >"$stage/usr/share/man/man1/hal0.1.gz"

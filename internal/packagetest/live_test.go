@@ -267,7 +267,6 @@ func TestLivePackage(t *testing.T) {
 	// machine's database, which the overlays keep) and pkcheck asks it
 	// about the packaged rule.
 	need(t, "pkcheck")
-	dir := artifacts(t)
 	hostBefore := hostState(t)
 	if fs, err := os.ReadFile("/proc/filesystems"); err != nil || !strings.Contains(string(fs), "\toverlay\n") {
 		// The throwaway root is made of overlays.
@@ -276,7 +275,9 @@ func TestLivePackage(t *testing.T) {
 		}
 		t.Skip("the kernel has no overlayfs (modprobe overlay)")
 	}
+	// Boot first: without root or systemd the test skips before building.
 	s := livesystemd.Boot(t)
+	dir := artifacts(t)
 	x := &sys{t: t, s: s}
 	for _, tool := range []string{"dpkg", "setpriv", "systemd-analyze", "getent"} {
 		if _, err := x.try("sh", "-c", "command -v "+tool); err != nil {
