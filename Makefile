@@ -9,7 +9,7 @@ BINARIES := hal0 hal0-apid hal0-pull hal0-slotd
 STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
 FUZZTIME ?= 10s
 
-.PHONY: help build test test-short test-live lint fmt vet staticcheck fuzz bench bench-api bench-hf demo clean deps
+.PHONY: help build test test-short test-live test-deps lint fmt vet staticcheck fuzz bench bench-api bench-hf demo clean deps deb
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -24,11 +24,18 @@ test-short: ## plain go test ./... (no root needed; live tests skip with a reaso
 
 test: lint ## everything CI runs: lint, unit, live systemd, fuzz smoke
 	@if [ "$$(id -u)" != 0 ]; then echo "make test runs the live systemd tests and needs root (use make test-short otherwise)"; exit 1; fi
+	$(MAKE) --no-print-directory test-deps
 	HAL0_LIVE_REQUIRED=1 $(GO) test -count=1 -timeout 20m ./...
 	$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME)
 
 test-live: ## only the tests that boot a private systemd (root)
 	HAL0_LIVE_REQUIRED=1 $(GO) test -count=1 -v -run 'Live|Boot|Unit|Stop|Dial|Namespace' ./internal/livesystemd/ ./internal/sdbus/ ./internal/worker/ ./internal/apid/ ./internal/unitwatch/ ./internal/slotd/
+
+test-deps: ## install the Debian packages the package tests need (lintian, polkitd; root)
+	bash packaging/test-deps.sh
+
+deb: ## the Debian package, its release tarball and their .sha256 into dist/ (packaging/build.sh)
+	bash packaging/build.sh
 
 fuzz: ## run every fuzz target for FUZZTIME each
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/ref/
@@ -76,4 +83,4 @@ demo: build ## pull a generated sharded model from a loopback test hub through h
 	    $(CURDIR)/$(BIN)/hal0 model show demo/tiny-GGUF:Q4_K_M'
 
 clean: ## remove build output and demo state
-	rm -rf $(BIN) .demo .bench .live
+	rm -rf $(BIN) .demo .bench .live dist

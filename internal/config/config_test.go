@@ -156,6 +156,11 @@ func TestTokenResolution(t *testing.T) {
 	os.MkdirAll(credDir, 0o700)
 	os.WriteFile(filepath.Join(credDir, "hf-token"), []byte("hf_fromcredential\n"), 0o600)
 	tokenPath := write("tokpath", "hf_fromtokenpath\n")
+	// hal0-pull@.service's SetCredential= default when /etc/hal0/hf-token
+	// is missing: a bare newline, which means "no token".
+	emptyCredDir := filepath.Join(dir, "emptycreds")
+	os.MkdirAll(emptyCredDir, 0o700)
+	os.WriteFile(filepath.Join(emptyCredDir, "hf-token"), []byte("\n"), 0o600)
 	hfHome := filepath.Join(dir, "hfhome")
 	os.MkdirAll(hfHome, 0o700)
 	os.WriteFile(filepath.Join(hfHome, "token"), []byte("hf_fromhfhome"), 0o600)
@@ -169,6 +174,7 @@ func TestTokenResolution(t *testing.T) {
 		{"legacy name", map[string]string{"HUGGING_FACE_HUB_TOKEN": "hf_legacy"}, "hf_legacy", "environment HUGGING_FACE_HUB_TOKEN"},
 		{"credential", map[string]string{"CREDENTIALS_DIRECTORY": credDir, "HF_TOKEN_PATH": tokenPath}, "hf_fromcredential", "systemd credential hf-token"},
 		{"token path", map[string]string{"HF_TOKEN_PATH": tokenPath}, "hf_fromtokenpath", "HF_TOKEN_PATH"},
+		{"empty credential", map[string]string{"CREDENTIALS_DIRECTORY": emptyCredDir, "HF_TOKEN_PATH": tokenPath}, "hf_fromtokenpath", "HF_TOKEN_PATH"},
 		{"hf home", map[string]string{"HF_HOME": hfHome}, "hf_fromhfhome", "$HF_HOME/token"},
 		{"none", map[string]string{"HOME": filepath.Join(dir, "nohome")}, "", ""},
 	} {

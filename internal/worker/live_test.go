@@ -10,6 +10,7 @@ import (
 
 	"github.com/hal0ai/hal0/internal/api"
 	"github.com/hal0ai/hal0/internal/config"
+	"github.com/hal0ai/hal0/internal/hubtest"
 	"github.com/hal0ai/hal0/internal/jobs"
 	"github.com/hal0ai/hal0/internal/livesystemd"
 	"github.com/hal0ai/hal0/internal/ref"
@@ -18,9 +19,10 @@ import (
 // TestLivePullUnit runs the shipped hal0-pull@.service template in a real
 // systemd (booted privately by livesystemd) and starts instances by hand
 // with systemctl, as an operator would. The unit is the real file with
-// three test substitutions: the binary path, the writable tree (a scratch
-// HAL0_HOME instead of /var/lib/hal0 and /mnt/ai-models) and no hal0 user,
-// which only the package creates.
+// four test substitutions: the binary path, the writable tree (a scratch
+// HAL0_HOME instead of /var/lib/hal0 and /mnt/ai-models), the token
+// credential's source file, and no hal0 user, which only the package
+// creates.
 func TestLivePullUnit(t *testing.T) {
 	s := livesystemd.Boot(t)
 	e := newEnv(t)
@@ -45,6 +47,14 @@ func TestLivePullUnit(t *testing.T) {
 	if err := os.MkdirAll(home, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// The token reaches the worker the way the unit passes it, as the
+	// systemd credential hf-token; only its source file moves to the
+	// scratch tree. The repo is gated, so a pull without it would fail.
+	tokenFile := filepath.Join(scratch, "hf-token")
+	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.hub.AddRepo(hubtest.Repo{ID: "demo/w", Files: e.files, Gated: "manual", Approved: true})
 	unit, err := os.ReadFile("../../units/hal0-pull@.service")
 	if err != nil {
 		t.Fatal(err)
@@ -54,7 +64,8 @@ func TestLivePullUnit(t *testing.T) {
 		"/usr/lib/hal0/current/bin/hal0-pull":         bin,
 		"ReadWritePaths=/var/lib/hal0 /mnt/ai-models": "ReadWritePaths=" + home,
 		"EnvironmentFile=-/etc/hal0/pull.env": "Environment=HAL0_HOME=" + home + " HF_ENDPOINT=" + e.hub.URL +
-			" HAL0_DISK_RESERVE=0 HAL0_PULL_CHUNK_SIZE=1MiB HF_TOKEN=" + token,
+			" HAL0_DISK_RESERVE=0 HAL0_PULL_CHUNK_SIZE=1MiB",
+		"LoadCredential=hf-token:/etc/hal0/hf-token": "LoadCredential=hf-token:" + tokenFile,
 		"User=hal0\n":  "",
 		"Group=hal0\n": "",
 	} {
@@ -92,6 +103,11 @@ func TestLivePullUnit(t *testing.T) {
 	}
 	if strings.Contains(out, token) {
 		t.Fatal("token in the journal")
+	}
+	// A credential, not an environment variable: nothing the unit's
+	// properties show (or a child inherits) holds it.
+	if env, _ := s.Systemctl(ctx, "show", "-p", "Environment", rf.Unit()); strings.Contains(env, token) || strings.Contains(env, "HF_TOKEN") {
+		t.Fatalf("the token is in the unit's environment: %s", env)
 	}
 
 	// A failing pull leaves a failed unit whose exit status is the
