@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"github.com/hal0ai/hal0/internal/api"
 	"github.com/hal0ai/hal0/internal/ref"
 	"github.com/hal0ai/hal0/internal/registry"
+	"github.com/hal0ai/hal0/internal/slots"
 	"github.com/hal0ai/hal0/internal/version"
 )
 
@@ -133,6 +135,10 @@ func (s *Server) deleteModel(w http.ResponseWriter, r *http.Request, rf ref.Ref)
 			return
 		}
 	}
+	if names, uses := s.slotsUsing(id); len(uses) > 0 {
+		writeErr(w, api.Errorf(api.CodeConflict, http.StatusConflict, "model %s is in use by %s: unload the slot or swap it to another model first (hal0 slot unload %s)", id, strings.Join(uses, ", "), names[0]))
+		return
+	}
 	var removed *registry.Model
 	err := s.Registry.Update(r.Context(), func(reg *registry.Registry) error {
 		m, ok := reg.Get(id)
@@ -157,6 +163,33 @@ func (s *Server) deleteModel(w http.ResponseWriter, r *http.Request, rf ref.Ref)
 		}
 	}
 	writeJSON(w, http.StatusOK, removed)
+}
+
+// slotsUsing names the slots that serve id, are bringing it in, or have a
+// request for it that hal0-slotd has not taken up yet: deleting the files
+// under a running backend (or one about to start) would break it.
+func (s *Server) slotsUsing(id string) (names, users []string) {
+	cs, err := slots.LoadConfigs(s.Cfg.Paths.SlotConfigDir())
+	if err != nil {
+		return nil, nil // a broken slot file is reported by the slot routes
+	}
+	for _, c := range cs {
+		name := c.Slot.Name
+		st, err := slots.LoadStatus(s.statePath(name), name)
+		switch {
+		case err != nil:
+		case st.Target == id:
+			names, users = append(names, name), append(users, fmt.Sprintf("slot %s (bringing it in: %s)", name, st.State))
+			continue
+		case st.ModelID == id && st.State != slots.Offline && st.State != slots.Error:
+			names, users = append(names, name), append(users, fmt.Sprintf("slot %s (%s)", name, st.State))
+			continue
+		}
+		if req, _ := slots.ReadRequest(s.requestPath(name)); req != nil && req.Model == id && (st == nil || appliedRequest(st) != req.ID) {
+			names, users = append(names, name), append(users, fmt.Sprintf("slot %s (a pending %s request)", name, req.Kind))
+		}
+	}
+	return names, users
 }
 
 // within reports whether p is strictly inside dir.

@@ -585,3 +585,59 @@ func TestSlotEventsKeepAliveAndDisconnect(t *testing.T) {
 	for ev2.next(t, nil) != nil {
 	}
 }
+
+// TestDeleteRefusedWhileASlotUsesTheModel: a model a slot serves, is
+// bringing in, or has a pending request for cannot be deleted; once the
+// slot lets go of it, it can.
+func TestDeleteRefusedWhileASlotUsesTheModel(t *testing.T) {
+	path := "/api/models/" + strings.ReplaceAll(modelA, "/", "%2F")
+	for _, tc := range []struct {
+		name    string
+		prepare func(a *testAPI)
+		status  int
+		says    string
+	}{
+		{"served", func(a *testAPI) {
+			setState(t, a, slots.Status{Name: "primary", State: slots.Ready, ModelID: modelA})
+		}, 409, "slot primary (ready)"},
+		{"idle", func(a *testAPI) {
+			setState(t, a, slots.Status{Name: "primary", State: slots.Idle, ModelID: modelA})
+		}, 409, "slot primary (idle)"},
+		{"being brought in", func(a *testAPI) {
+			setState(t, a, slots.Status{Name: "primary", State: slots.Starting, ModelID: modelB, Target: modelA})
+		}, 409, "slot primary (bringing it in: starting)"},
+		{"pending request", func(a *testAPI) {
+			setState(t, a, slots.Status{Name: "primary", State: slots.Ready, ModelID: modelB})
+			if err := slots.WriteRequest(slots.RequestPath(a.cfg.Paths.StateDir, "primary"), &slots.Request{ID: "r1", Kind: slots.EvSwap, Model: modelA}); err != nil {
+				t.Fatal(err)
+			}
+		}, 409, "slot primary (a pending swap request)"},
+		{"left in error", func(a *testAPI) {
+			setState(t, a, slots.Status{Name: "primary", State: slots.Error, ModelID: modelA})
+		}, 200, ""},
+		{"another model served", func(a *testAPI) {
+			setState(t, a, slots.Status{Name: "primary", State: slots.Ready, ModelID: modelB})
+		}, 200, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := slotAPI(t)
+			install(t, a, modelA)
+			tc.prepare(a)
+			var env api.Envelope
+			st := a.do(t, "DELETE", path, "", &env)
+			if st != tc.status {
+				t.Fatalf("DELETE: %d %+v, want %d", st, env.Error, tc.status)
+			}
+			if tc.status == 409 && (env.Error.Code != api.CodeConflict || !strings.Contains(env.Error.Message, tc.says)) {
+				t.Errorf("refusal %+v, want %q in it", env.Error, tc.says)
+			}
+			reg, err := a.srv.Registry.Load()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := reg.Get(modelA); ok != (tc.status == 409) {
+				t.Errorf("entry present = %v after a %d", ok, st)
+			}
+		})
+	}
+}

@@ -64,9 +64,10 @@ async function newPage(viewport, extra = {}) {
     if (u.protocol !== 'data:' && u.protocol !== 'blob:' && u.origin !== origin) problems.push(`request beyond hal0-apid: ${req.url()}`);
   });
   p.on('console', (msg) => {
-    // A 401 is the answer the page meets before the token is entered;
-    // Chromium logs every failed fetch as a console error.
-    if (msg.type() === 'error' && !/status of 401/.test(msg.text())) problems.push(`console: ${msg.text()}`);
+    // A 401 is the answer the page meets before the token is entered, a
+    // 409 the refusal the removal test asks for; Chromium logs every
+    // failed fetch as a console error.
+    if (msg.type() === 'error' && !/status of 40[19]/.test(msg.text())) problems.push(`console: ${msg.text()}`);
   });
   p.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
   return p;
@@ -307,6 +308,39 @@ test('slot logs: the Logs panel shows the slot unit\'s journal and follows it', 
   // Closing the panel stops following.
   await card.locator('[data-role=logs] summary').click();
   assert.equal(await card.locator('[data-role=logs]').evaluate((d) => d.open), false);
+});
+
+test('remove a model: refused while a slot serves it, removed after confirming', async () => {
+  const SPARE = 'e2e/spare-GGUF:Q4_K_M';
+  await page.goto(`${stack.baseURL}/#/pull`);
+  const pv = page.locator('#view-pull');
+  await pv.getByLabel('Model reference').fill('e2e/spare-GGUF');
+  await pv.getByLabel('Quant').selectOption('Q4_K_M');
+  await pv.getByRole('button', { name: 'Pull', exact: true }).click();
+  await stateOf(pv.locator(`article.pull-card[data-model="${SPARE}"]`), 'completed').waitFor();
+
+  await view(page, 'Models');
+  // The slot serves TINY since the swap test: hal0-apid refuses and the
+  // row says why; the model stays.
+  const tiny = page.locator(`#models-body tr[data-model="${TINY}"]`);
+  await tiny.getByRole('button', { name: `Remove ${TINY}` }).click();
+  await tiny.locator('[data-role=remove-confirm]').waitFor();
+  await tiny.getByRole('button', { name: 'Remove files' }).click();
+  await tiny.locator('[data-role=remove-error]', { hasText: `in use by slot ${SLOT} (ready)` }).waitFor();
+  await shot(page, 'remove-refused');
+
+  // Keep changes nothing; Remove files removes the row and the entry.
+  const spare = page.locator(`#models-body tr[data-model="${SPARE}"]`);
+  await spare.getByRole('button', { name: `Remove ${SPARE}` }).click();
+  await spare.getByRole('button', { name: 'Keep' }).click();
+  await spare.locator('[data-role=remove-confirm]').waitFor({ state: 'hidden' });
+  await spare.getByRole('button', { name: `Remove ${SPARE}` }).click();
+  await spare.getByRole('button', { name: 'Remove files' }).click();
+  await spare.waitFor({ state: 'detached' });
+  await page.locator('#announcer', { hasText: `${SPARE} removed.` }).waitFor();
+  const res = await fetch(`${stack.apiURL}/api/models`);
+  const ids = (await res.json()).map((m) => m.id);
+  assert.ok(!ids.includes(SPARE) && ids.includes(TINY), `registry after removal: ${ids}`);
 });
 
 test('the catalog view says the catalog is not available', async () => {

@@ -116,6 +116,7 @@ export class ModelsTable {
       row.btn.addEventListener('click', () => this.pull(m.id, row));
       actions.append(row.btn, row.status, row.error);
     }
+    this.removal(m.id, actions);
     row.tr = h(
       'tr',
       { 'data-model': m.id },
@@ -138,6 +139,43 @@ export class ModelsTable {
       setText(c.installed, when(mm.installed_at) || '—');
     };
     return row;
+  }
+
+  /** removal adds Remove to a row: a first press asks, a second removes
+   * (DELETE /api/models/{id}). hal0-apid refuses while a pull of the model
+   * runs or a slot uses it, and the row shows its message. */
+  removal(id, actions) {
+    const remove = h('button', { type: 'button', class: 'danger-quiet', 'data-role': 'remove', 'aria-label': `Remove ${id}` }, 'Remove');
+    const confirmBtn = h('button', { type: 'button', class: 'danger', 'data-role': 'confirm-remove' }, 'Remove files');
+    const keep = h('button', { type: 'button', 'data-role': 'keep' }, 'Keep');
+    const ask = h('p', { class: 'confirm', hidden: true, 'data-role': 'remove-confirm' }, `Remove ${id} and delete its files? `, confirmBtn, ' ', keep);
+    const error = h('p', { class: 'error', role: 'alert', hidden: true, 'data-role': 'remove-error' });
+    remove.addEventListener('click', () => {
+      show(error, false);
+      show(ask, true);
+      keep.focus();
+    });
+    keep.addEventListener('click', () => {
+      show(ask, false);
+      remove.focus();
+    });
+    confirmBtn.addEventListener('click', async () => {
+      if (isBusy(confirmBtn)) return;
+      busy(confirmBtn, true);
+      try {
+        await mutate('DELETE', modelPath(id));
+        announce(`${id} removed.`);
+        await this.refresh();
+      } catch (err) {
+        show(ask, false);
+        setText(error, err.message);
+        show(error, true);
+        remove.focus();
+      } finally {
+        busy(confirmBtn, false);
+      }
+    });
+    actions.append(remove, ask, error);
   }
 
   /** updateRowPulls shows, next to each row's Pull button, how the

@@ -4,7 +4,8 @@
 //
 //	e2ehelper hub
 //	    The test hub (internal/hubtest) on 127.0.0.1 with the repos the
-//	    tests pull: e2e/tiny-GGUF (pulls at full speed), e2e/stall-GGUF
+//	    tests pull: e2e/tiny-GGUF and e2e/spare-GGUF (pull at full speed;
+//	    spare is the one the removal test deletes), e2e/stall-GGUF
 //	    (every download stalls after StallBytes, so a pull of it stays
 //	    running until it is cancelled) and e2e/gated-GGUF (gated, so a pull
 //	    without a token fails with pull.gated). hubtest.Main's flags have
@@ -106,6 +107,7 @@ func runHub(ctx context.Context) error {
 		}
 	}
 	hub.AddRepo(gguf("e2e/tiny-GGUF", "tiny", 1))
+	hub.AddRepo(gguf("e2e/spare-GGUF", "spare", 4))
 	hub.AddRepo(gguf("e2e/stall-GGUF", "stall", 2))
 	gated := gguf("e2e/gated-GGUF", "gated", 3)
 	gated.Gated = "manual"
