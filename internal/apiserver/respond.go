@@ -120,45 +120,84 @@ var (
 	}}
 )
 
+// minCompress is the smallest body worth compressing: below about a
+// kilobyte (a pull status is ~500 bytes) the encoder costs more CPU than
+// the bytes it saves on loopback or a LAN, and status polls are the API's
+// hottest path.
+const minCompress = 1024
+
+// compressWriter holds the start of a body until it knows whether the
+// body reaches minCompress, then compresses it or sends it as it is.
 type compressWriter struct {
 	http.ResponseWriter
-	enc string
-	w   io.WriteCloser
-	put func()
+	enc     string
+	status  int    // 0 until the handler set it
+	through bool   // headers sent without compression
+	buf     []byte // the body so far, while undecided
+	w       io.WriteCloser
+	put     func()
 }
 
 func (c *compressWriter) WriteHeader(status int) {
-	if c.w == nil && status != http.StatusNoContent && status != http.StatusNotModified {
-		c.Header().Set("Content-Encoding", c.enc)
-		c.Header().Del("Content-Length")
-		switch c.enc {
-		case "zstd":
-			zw := zsPool.Get().(*zstd.Encoder)
-			zw.Reset(c.ResponseWriter)
-			c.w, c.put = zw, func() { zsPool.Put(zw) }
-		default:
-			gw := gzPool.Get().(*gzip.Writer)
-			gw.Reset(c.ResponseWriter)
-			c.w, c.put = gw, func() { gzPool.Put(gw) }
-		}
+	if c.status != 0 {
+		return
 	}
-	c.ResponseWriter.WriteHeader(status)
+	c.status = status
+	if status == http.StatusNoContent || status == http.StatusNotModified || status < 200 {
+		c.through = true
+		c.ResponseWriter.WriteHeader(status)
+	}
 }
 
 func (c *compressWriter) Write(b []byte) (int, error) {
-	if c.w == nil {
+	if c.status == 0 {
 		c.WriteHeader(http.StatusOK)
 	}
-	if c.w == nil {
+	switch {
+	case c.through:
 		return c.ResponseWriter.Write(b)
+	case c.w != nil:
+		return c.w.Write(b)
 	}
-	return c.w.Write(b)
+	c.buf = append(c.buf, b...)
+	if len(c.buf) < minCompress {
+		return len(b), nil
+	}
+	c.Header().Set("Content-Encoding", c.enc)
+	c.Header().Del("Content-Length")
+	switch c.enc {
+	case "zstd":
+		zw := zsPool.Get().(*zstd.Encoder)
+		zw.Reset(c.ResponseWriter)
+		c.w, c.put = zw, func() { zsPool.Put(zw) }
+	default:
+		gw := gzPool.Get().(*gzip.Writer)
+		gw.Reset(c.ResponseWriter)
+		c.w, c.put = gw, func() { gzPool.Put(gw) }
+	}
+	c.ResponseWriter.WriteHeader(c.status)
+	buf := c.buf
+	c.buf = nil
+	if _, err := c.w.Write(buf); err != nil {
+		return 0, err
+	}
+	return len(b), nil
 }
 
+// close ends the body: the encoder's trailer, or the small body as it is.
 func (c *compressWriter) close() {
-	if c.w != nil {
+	switch {
+	case c.w != nil:
 		c.w.Close()
 		c.put()
 		c.w = nil
+	case !c.through:
+		if c.status == 0 {
+			c.status = http.StatusOK
+		}
+		c.through = true
+		c.ResponseWriter.WriteHeader(c.status)
+		c.ResponseWriter.Write(c.buf)
+		c.buf = nil
 	}
 }

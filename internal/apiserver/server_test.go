@@ -348,15 +348,29 @@ func TestTCPGuards(t *testing.T) {
 	}
 }
 
+// TestCompression: bodies of a kilobyte or more go out compressed with
+// the encoding the client prefers; smaller ones (a pull status, the
+// version) go out as they are, since compressing them costs more than it
+// saves.
 func TestCompression(t *testing.T) {
 	a := newAPI(t)
-	for _, enc := range []string{"zstd", "gzip"} {
-		req, _ := http.NewRequest("GET", a.tcp+"/api/version", nil)
+	for i := range 20 {
+		install(t, a, fmt.Sprintf("demo/model-%02d:Q4_K_M", i))
+	}
+	client := &http.Client{Transport: &http.Transport{DisableCompression: true}}
+	get := func(path, enc string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest("GET", a.tcp+path, nil)
 		req.Header.Set("Accept-Encoding", enc)
-		resp, err := (&http.Client{Transport: &http.Transport{DisableCompression: true}}).Do(req)
+		resp, err := client.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() { resp.Body.Close() })
+		return resp
+	}
+	for _, enc := range []string{"zstd", "gzip"} {
+		resp := get("/api/models", enc)
 		if resp.Header.Get("Content-Encoding") != enc {
 			t.Fatalf("%s: Content-Encoding %q", enc, resp.Header.Get("Content-Encoding"))
 		}
@@ -369,11 +383,22 @@ func TestCompression(t *testing.T) {
 		case "gzip":
 			r, _ = gzip.NewReader(resp.Body)
 		}
-		var v api.Version
-		if err := json.NewDecoder(r).Decode(&v); err != nil || v.API != api.APIVersion {
-			t.Fatalf("%s body: %+v %v", enc, v, err)
+		var models []registry.Model
+		if err := json.NewDecoder(r).Decode(&models); err != nil || len(models) != 20 {
+			t.Fatalf("%s body: %d models, %v", enc, len(models), err)
 		}
-		resp.Body.Close()
+
+		small := get("/api/version", enc)
+		if ce := small.Header.Get("Content-Encoding"); ce != "" {
+			t.Errorf("%s: a small body was compressed (%q)", enc, ce)
+		}
+		var v api.Version
+		if err := json.NewDecoder(small.Body).Decode(&v); err != nil || v.API != api.APIVersion {
+			t.Fatalf("%s small body: %+v %v", enc, v, err)
+		}
+		if small.ContentLength <= 0 {
+			t.Errorf("%s: small body without Content-Length", enc)
+		}
 	}
 }
 

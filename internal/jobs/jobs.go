@@ -22,8 +22,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hal0ai/hal0/internal/fsutil"
@@ -133,10 +136,32 @@ var ErrNotFound = errors.New("no such pull job")
 type Store struct {
 	dir string
 	now func() time.Time
+
+	mu    sync.Mutex
+	cache map[string]cachedJob // Current's decoded records, by path
 }
 
 // Open returns the store rooted at dir (typically /var/lib/hal0/jobs).
 func Open(dir string) *Store { return &Store{dir: dir, now: time.Now} }
+
+// cachedJob is a record Current decoded, with the identity of the file it
+// came from. Records are only ever replaced by rename, so a file with the
+// same inode, size and change time is the same record. A freed inode
+// number can come back within one coarse kernel clock tick, so an entry is
+// also trusted for at most cacheTTL: a status can then be that much late,
+// never stuck.
+type cachedJob struct {
+	dev, ino     uint64
+	size         int64
+	mtime, ctime int64
+	at           time.Time
+	job          *Job
+}
+
+const (
+	cacheTTL = time.Second
+	cacheMax = 256
+)
 
 // Dir returns the store's directory.
 func (s *Store) Dir() string { return s.dir }
@@ -187,8 +212,54 @@ func (s *Store) read(p string) (*Job, error) {
 	return &j, nil
 }
 
-// Current returns the newest job for ref.
-func (s *Store) Current(ref string) (*Job, error) { return s.read(s.curPath(ref)) }
+// Current returns the newest job for ref. It is the status poll's path
+// (thousands a second under load), so it stats the record and decodes it
+// again only when the file changed.
+func (s *Store) Current(ref string) (*Job, error) {
+	p := s.curPath(ref)
+	var st syscall.Stat_t
+	if err := syscall.Stat(p, &st); err != nil {
+		return s.read(p) // reports a missing record as read does
+	}
+	key := cachedJob{dev: uint64(st.Dev), ino: st.Ino, size: st.Size, mtime: st.Mtim.Nano(), ctime: st.Ctim.Nano()}
+	now := time.Now()
+	s.mu.Lock()
+	c, ok := s.cache[p]
+	s.mu.Unlock()
+	if ok && c.dev == key.dev && c.ino == key.ino && c.size == key.size && c.mtime == key.mtime && c.ctime == key.ctime && now.Sub(c.at) < cacheTTL {
+		return c.job.clone(), nil
+	}
+	j, err := s.read(p)
+	if err != nil {
+		return nil, err
+	}
+	key.at, key.job = now, j.clone()
+	s.mu.Lock()
+	if s.cache == nil || len(s.cache) >= cacheMax {
+		s.cache = make(map[string]cachedJob)
+	}
+	s.cache[p] = key
+	s.mu.Unlock()
+	return j, nil
+}
+
+// clone is a deep copy: callers change the jobs they get.
+func (j *Job) clone() *Job {
+	c := *j
+	c.Options.Include = slices.Clone(j.Options.Include)
+	c.Options.Exclude = slices.Clone(j.Options.Exclude)
+	for _, p := range []**time.Time{&c.StartedAt, &c.FinishedAt} {
+		if *p != nil {
+			t := **p
+			*p = &t
+		}
+	}
+	if j.ExitStatus != nil {
+		v := *j.ExitStatus
+		c.ExitStatus = &v
+	}
+	return &c
+}
 
 // write stores j atomically. Callers hold the record lock.
 func (s *Store) write(j *Job) error {

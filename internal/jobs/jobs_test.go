@@ -169,3 +169,48 @@ func TestElapsedAndETA(t *testing.T) {
 		})
 	}
 }
+
+// TestCurrentSeesEveryChange: Current decodes a record once and serves it
+// from its cache until the file changes; every change made through the
+// store, or by another process's store, shows at once, and a caller that
+// changes what it got does not change what the next caller gets.
+func TestCurrentSeesEveryChange(t *testing.T) {
+	dir := t.TempDir()
+	s, other := Open(dir), Open(dir) // other stands in for a worker process
+	ctx := context.Background()
+	j, _, err := s.Begin(ctx, Job{Ref: "o/m:Q4_K_M", Options: Options{Include: []string{"*.gguf"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 50 {
+		want := int64(i * 1000)
+		if _, err := other.Update(ctx, j.ID, func(j *Job) error { j.BytesDone = want; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.Current("o/m:Q4_K_M")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.BytesDone != want {
+			t.Fatalf("update %d: Current says %d bytes, the record %d", i, got.BytesDone, want)
+		}
+		got.Options.Include[0] = "changed by a caller"
+		got.BytesDone = -1
+	}
+	again, err := s.Current("o/m:Q4_K_M")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Options.Include[0] != "*.gguf" || again.BytesDone != 49000 {
+		t.Errorf("a caller's changes leaked into the cache: %+v", again)
+	}
+	if _, err := other.Update(ctx, j.ID, func(j *Job) error { j.State = Completed; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Current("o/m:Q4_K_M"); got.State != Completed {
+		t.Errorf("state after completion: %s", got.State)
+	}
+	if _, err := s.Current("o/other"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("unknown ref: %v", err)
+	}
+}
