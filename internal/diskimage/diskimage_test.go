@@ -1,0 +1,267 @@
+package diskimage
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/hal0ai/hal0/internal/api"
+)
+
+// The tests run the real mke2fs, e2fsck, qemu-img and debugfs (.ci/run
+// installs e2fsprogs and qemu-utils).
+func needTools(t *testing.T) {
+	t.Helper()
+	if _, err := (&Builder{}).Check(); err != nil {
+		if os.Getenv("HAL0_LIVE_REQUIRED") != "" {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+}
+
+func tool(t *testing.T, name string) string {
+	t.Helper()
+	p, err := (&Builder{}).look(name)
+	if err != nil {
+		t.Skipf("%s not installed", name)
+	}
+	return p
+}
+
+// writeTree creates files (path -> content) under a new directory.
+func writeTree(t *testing.T, files map[string][]byte) string {
+	t.Helper()
+	dir := t.TempDir()
+	for p, data := range files {
+		full := filepath.Join(dir, filepath.FromSlash(p))
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(full, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func random(n int, seed uint64) []byte {
+	r := rand.New(rand.NewPCG(seed, 1))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+// openImage proves what an image holds: qemu-img info says qcow2 with the
+// expected virtual size, qemu-img convert gives back the raw filesystem,
+// e2fsck -fn finds it clean, and debugfs rdump extracts exactly the files
+// (path and bytes) of want, plus lost+found. It returns the used and free
+// block counts from dumpe2fs.
+func openImage(t *testing.T, img *Image, want map[string][]byte) (used, free int64) {
+	t.Helper()
+	out, err := exec.Command(tool(t, "qemu-img"), "info", "--output=json", img.Path).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info struct {
+		Format      string `json:"format"`
+		VirtualSize int64  `json:"virtual-size"`
+	}
+	if err := json.Unmarshal(out, &info); err != nil || info.Format != "qcow2" || info.VirtualSize != img.VirtualSize {
+		t.Fatalf("qemu-img info: %s (%v), want qcow2 of %d bytes", out, err, img.VirtualSize)
+	}
+	raw := filepath.Join(t.TempDir(), "check.raw")
+	if out, err := exec.Command(tool(t, "qemu-img"), "convert", "-f", "qcow2", "-O", "raw", img.Path, raw).CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img convert: %v\n%s", err, out)
+	}
+	if out, err := exec.Command(tool(t, "e2fsck"), "-f", "-n", raw).CombinedOutput(); err != nil {
+		t.Fatalf("e2fsck: %v\n%s", err, out)
+	}
+	dump := t.TempDir()
+	if out, err := exec.Command(tool(t, "debugfs"), "-R", "rdump / "+dump, raw).CombinedOutput(); err != nil {
+		t.Fatalf("debugfs rdump: %v\n%s", err, out)
+	}
+	got := map[string]bool{}
+	filepath.WalkDir(dump, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(dump, p)
+		got[filepath.ToSlash(rel)] = true
+		return nil
+	})
+	for p, data := range want {
+		b, err := os.ReadFile(filepath.Join(dump, filepath.FromSlash(p)))
+		if err != nil {
+			t.Errorf("%s is not in the image: %v", p, err)
+			continue
+		}
+		if sha256.Sum256(b) != sha256.Sum256(data) {
+			t.Errorf("%s has other bytes in the image (%d bytes, want %d)", p, len(b), len(data))
+		}
+		delete(got, p)
+	}
+	for p := range got {
+		t.Errorf("unexpected file in the image: %s", p)
+	}
+	out, err = exec.Command(tool(t, "dumpe2fs"), "-h", raw).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	field := func(name string) int64 {
+		m := regexp.MustCompile(`(?m)^` + name + `:\s+(\d+)`).FindSubmatch(out)
+		if m == nil {
+			t.Fatalf("dumpe2fs has no %s", name)
+		}
+		n, _ := strconv.ParseInt(string(m[1]), 10, 64)
+		return n
+	}
+	total, free := field("Block count"), field("Free blocks")
+	return total - free, free
+}
+
+func TestBuildLayouts(t *testing.T) {
+	needTools(t)
+	t.Parallel()
+	many := map[string][]byte{}
+	for i := range 600 {
+		many[fmt.Sprintf("tok/piece-%05d.json", i)] = []byte(strings.Repeat("x", i%97))
+	}
+	for i := range 60 {
+		many[fmt.Sprintf("d%03d/sub/f.txt", i)] = []byte{byte(i)}
+	}
+	deep := map[string][]byte{}
+	p := ""
+	for i := range 40 {
+		p += fmt.Sprintf("level-%02d/", i)
+		deep[p+"file.bin"] = random(5000+i, uint64(i))
+	}
+	for _, tc := range []struct {
+		name  string
+		files map[string][]byte
+	}{
+		{"model", map[string][]byte{
+			"Q4_K_M/model-Q4_K_M-00001-of-00002.gguf": random(24<<20, 1),
+			"Q4_K_M/model-Q4_K_M-00002-of-00002.gguf": random(3<<20+17, 2),
+			"config.json":                    []byte(`{"a":1}`),
+			"empty.txt":                      {},
+			"name with spaces & ünïcode.txt": []byte("odd name"),
+		}},
+		{"many small files", many},
+		{"deep", deep},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := writeTree(t, tc.files)
+			dst := filepath.Join(t.TempDir(), "model.qcow2")
+			img, err := (&Builder{Logf: t.Logf}).Build(t.Context(), src, dst, Options{Label: "hal0-test", Seed: tc.name})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if img.Attempts != 1 {
+				t.Errorf("the estimate was short: %d mke2fs runs", img.Attempts)
+			}
+			sum, n := fileSHA(t, dst)
+			if img.SHA256 != sum || img.Size != n {
+				t.Errorf("image %+v, file sha256 %s size %d", img, sum, n)
+			}
+			used, free := openImage(t, img, tc.files)
+			// The estimate leaves a margin, not a second model's worth.
+			if limit := used/50 + 768; free > limit {
+				t.Errorf("%d blocks free of %d (more than %d): the size estimate is loose", free, used+free, limit)
+			}
+			t.Logf("%d blocks used, %d free; qcow2 %d bytes", used, free, img.Size)
+			entries, _ := os.ReadDir(filepath.Dir(dst))
+			if len(entries) != 1 {
+				t.Errorf("scratch files left beside the image: %v", entries)
+			}
+		})
+	}
+}
+
+func fileSHA(t *testing.T, p string) (string, int64) {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:]), int64(len(b))
+}
+
+// The same files give the same image, whenever they were written.
+func TestBuildIsReproducible(t *testing.T) {
+	needTools(t)
+	t.Parallel()
+	files := map[string][]byte{"a/b.gguf": random(1<<20, 3), "c.json": []byte("{}")}
+	var sums []string
+	for range 2 {
+		src := writeTree(t, files) // new files, new mtimes
+		img, err := (&Builder{}).Build(t.Context(), src, filepath.Join(t.TempDir(), "x.qcow2"), Options{Label: "x", Seed: "org/x@abc"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sums = append(sums, img.SHA256)
+	}
+	if sums[0] != sums[1] {
+		t.Errorf("two builds differ: %v", sums)
+	}
+}
+
+// A short estimate costs a second mke2fs run, not a failure.
+func TestBuildGrowsWhenShort(t *testing.T) {
+	needTools(t)
+	t.Parallel()
+	files := map[string][]byte{"big.bin": random(20<<20, 4)}
+	src := writeTree(t, files)
+	b := &Builder{Logf: t.Logf, firstSize: func(est int64) int64 { return est / 2 }}
+	img, err := b.Build(t.Context(), src, filepath.Join(t.TempDir(), "x.qcow2"), Options{Seed: "grow"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img.Attempts != 2 {
+		t.Errorf("%d attempts", img.Attempts)
+	}
+	openImage(t, img, files)
+}
+
+func TestMissingTools(t *testing.T) {
+	src := writeTree(t, map[string][]byte{"a": []byte("a")})
+	dst := filepath.Join(t.TempDir(), "x.qcow2")
+	b := &Builder{LookPath: func(name string) (string, error) {
+		if name == "qemu-img" {
+			return "", exec.ErrNotFound
+		}
+		return "/usr/sbin/" + name, nil
+	}}
+	_, err := b.Build(t.Context(), src, dst, Options{})
+	if api.CodeOf(err) != api.CodeToolMissing || !strings.Contains(err.Error(), "qemu-img (Debian package qemu-utils)") ||
+		!strings.Contains(err.Error(), "apt-get install qemu-utils") || strings.Contains(err.Error(), "e2fsprogs") {
+		t.Fatalf("err %v", err)
+	}
+	if _, err := os.Stat(dst); !os.IsNotExist(err) {
+		t.Error("image created without tools")
+	}
+}
+
+func TestRefusesSymlinks(t *testing.T) {
+	needTools(t)
+	t.Parallel()
+	src := writeTree(t, map[string][]byte{"a": []byte("a")})
+	os.Symlink("/etc/passwd", filepath.Join(src, "link"))
+	_, err := (&Builder{}).Build(t.Context(), src, filepath.Join(t.TempDir(), "x.qcow2"), Options{})
+	if err == nil || !strings.Contains(err.Error(), "link is not a regular file") {
+		t.Fatalf("err %v", err)
+	}
+}
