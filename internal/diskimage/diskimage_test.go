@@ -3,40 +3,23 @@ package diskimage
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
-	"io/fs"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/hal0ai/hal0/internal/api"
+	"github.com/hal0ai/hal0/internal/diskimage/imagetest"
 )
 
 // The tests run the real mke2fs, e2fsck, qemu-img and debugfs (.ci/run
 // installs e2fsprogs and qemu-utils).
 func needTools(t *testing.T) {
 	t.Helper()
-	if _, err := (&Builder{}).Check(); err != nil {
-		if os.Getenv("HAL0_LIVE_REQUIRED") != "" {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
-}
-
-func tool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := (&Builder{}).look(name)
-	if err != nil {
-		t.Skipf("%s not installed", name)
-	}
-	return p
+	imagetest.Need(t)
 }
 
 // writeTree creates files (path -> content) under a new directory.
@@ -64,72 +47,29 @@ func random(n int, seed uint64) []byte {
 	return b
 }
 
-// openImage proves what an image holds: qemu-img info says qcow2 with the
-// expected virtual size, qemu-img convert gives back the raw filesystem,
-// e2fsck -fn finds it clean, and debugfs rdump extracts exactly the files
-// (path and bytes) of want, plus lost+found. It returns the used and free
-// block counts from dumpe2fs.
+// openImage proves what an image holds (see imagetest.Open): a clean
+// qcow2 of the expected virtual size with exactly the files of want, byte
+// for byte. It returns the used and free block counts.
 func openImage(t *testing.T, img *Image, want map[string][]byte) (used, free int64) {
 	t.Helper()
-	out, err := exec.Command(tool(t, "qemu-img"), "info", "--output=json", img.Path).Output()
-	if err != nil {
-		t.Fatal(err)
+	got := imagetest.Open(t, img.Path)
+	if got.Format != "qcow2" || got.VirtualSize != img.VirtualSize {
+		t.Fatalf("image is %s of %d bytes, want qcow2 of %d", got.Format, got.VirtualSize, img.VirtualSize)
 	}
-	var info struct {
-		Format      string `json:"format"`
-		VirtualSize int64  `json:"virtual-size"`
-	}
-	if err := json.Unmarshal(out, &info); err != nil || info.Format != "qcow2" || info.VirtualSize != img.VirtualSize {
-		t.Fatalf("qemu-img info: %s (%v), want qcow2 of %d bytes", out, err, img.VirtualSize)
-	}
-	raw := filepath.Join(t.TempDir(), "check.raw")
-	if out, err := exec.Command(tool(t, "qemu-img"), "convert", "-f", "qcow2", "-O", "raw", img.Path, raw).CombinedOutput(); err != nil {
-		t.Fatalf("qemu-img convert: %v\n%s", err, out)
-	}
-	if out, err := exec.Command(tool(t, "e2fsck"), "-f", "-n", raw).CombinedOutput(); err != nil {
-		t.Fatalf("e2fsck: %v\n%s", err, out)
-	}
-	dump := t.TempDir()
-	if out, err := exec.Command(tool(t, "debugfs"), "-R", "rdump / "+dump, raw).CombinedOutput(); err != nil {
-		t.Fatalf("debugfs rdump: %v\n%s", err, out)
-	}
-	got := map[string]bool{}
-	filepath.WalkDir(dump, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		rel, _ := filepath.Rel(dump, p)
-		got[filepath.ToSlash(rel)] = true
-		return nil
-	})
 	for p, data := range want {
-		b, err := os.ReadFile(filepath.Join(dump, filepath.FromSlash(p)))
-		if err != nil {
-			t.Errorf("%s is not in the image: %v", p, err)
-			continue
+		sum, ok := got.Files[p]
+		switch {
+		case !ok:
+			t.Errorf("%s is not in the image", p)
+		case sum != imagetest.SHA256(data):
+			t.Errorf("%s has other bytes in the image (%d bytes, want %d)", p, got.Sizes[p], len(data))
 		}
-		if sha256.Sum256(b) != sha256.Sum256(data) {
-			t.Errorf("%s has other bytes in the image (%d bytes, want %d)", p, len(b), len(data))
-		}
-		delete(got, p)
+		delete(got.Files, p)
 	}
-	for p := range got {
+	for p := range got.Files {
 		t.Errorf("unexpected file in the image: %s", p)
 	}
-	out, err = exec.Command(tool(t, "dumpe2fs"), "-h", raw).Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	field := func(name string) int64 {
-		m := regexp.MustCompile(`(?m)^` + name + `:\s+(\d+)`).FindSubmatch(out)
-		if m == nil {
-			t.Fatalf("dumpe2fs has no %s", name)
-		}
-		n, _ := strconv.ParseInt(string(m[1]), 10, 64)
-		return n
-	}
-	total, free := field("Block count"), field("Free blocks")
-	return total - free, free
+	return got.UsedBlocks, got.FreeBlocks
 }
 
 func TestBuildLayouts(t *testing.T) {
