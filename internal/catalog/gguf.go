@@ -115,9 +115,13 @@ func (p *ggufReader) str(limit uint64) (string, error) {
 	if n > limit {
 		return "", fmt.Errorf("string of %d bytes exceeds %d", n, limit)
 	}
-	b := make([]byte, n)
-	if _, err := io.ReadFull(p.r, b); err != nil {
+	// Read what arrives instead of allocating what the header declares.
+	b, err := io.ReadAll(io.LimitReader(p.r, int64(n)))
+	if err != nil {
 		return "", err
+	}
+	if uint64(len(b)) != n {
+		return "", io.ErrUnexpectedEOF
 	}
 	return string(b), nil
 }

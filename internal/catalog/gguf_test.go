@@ -93,3 +93,21 @@ func (c *countReader) Read(p []byte) (int, error) {
 	c.n += n
 	return n, err
 }
+
+// FuzzGGUF feeds arbitrary bytes (what a hub or CDN could send) to the
+// header reader: it must return, without panicking, and agree with itself.
+func FuzzGGUF(f *testing.F) {
+	f.Add(ggufBytes([]kv{{"tokenizer.chat_template", chatTemplate}}, 256))
+	f.Add(ggufBytes([]kv{{"tokenizer.ggml.tokens", []string{"a", "b"}}, {"general.alignment", uint32(32)}}, 256))
+	f.Add([]byte("GGUF\x03\x00\x00\x00"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		a, errA := ggufChatTemplate(bytes.NewReader(data))
+		b, errB := ggufChatTemplate(bytes.NewReader(data))
+		if a != b || (errA == nil) != (errB == nil) {
+			t.Fatalf("two reads disagree: %v/%v, %v/%v", a, b, errA, errB)
+		}
+		if a && errA != nil {
+			t.Fatalf("found a template and an error: %v", errA)
+		}
+	})
+}

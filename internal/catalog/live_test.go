@@ -107,7 +107,9 @@ func TestLiveTimerReindexes(t *testing.T) {
 		t.Fatalf("first index: %s", got)
 	}
 	// The next runs find the catalog fresh and skip.
-	poll("a skipped run", func(_ *File, j string) bool { return strings.Contains(j, "catalog index skipped") && strings.Contains(j, "next index due") })
+	poll("a skipped run", func(_ *File, j string) bool {
+		return strings.Contains(j, "catalog index skipped") && strings.Contains(j, "next index due")
+	})
 	if again, _ := store.Load(); !again.IndexedAt.Equal(first.IndexedAt) {
 		t.Fatalf("a run that should have skipped re-indexed at %v", again.IndexedAt)
 	}
