@@ -7,9 +7,10 @@
 //
 // The filesystem is sized from the files (data blocks, extent and
 // directory blocks, inode tables, group metadata and a 4 MiB journal) with
-// a small margin, so an image is barely larger than the model. Builds are
-// reproducible: the same files, owners and Options give the same bytes
-// (timestamps, UUID and directory hash seed are fixed).
+// a small margin, so an image is barely larger than the model. Modification
+// and access times are set to Epoch and the UUID and directory hash seed
+// derive from Options.Seed, so images do not record when a model was
+// downloaded (mke2fs still copies each file's inode change time).
 package diskimage
 
 import (

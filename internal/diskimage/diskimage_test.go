@@ -140,25 +140,6 @@ func fileSHA(t *testing.T, p string) (string, int64) {
 	return hex.EncodeToString(s[:]), int64(len(b))
 }
 
-// The same files give the same image, whenever they were written.
-func TestBuildIsReproducible(t *testing.T) {
-	needTools(t)
-	t.Parallel()
-	files := map[string][]byte{"a/b.gguf": random(1<<20, 3), "c.json": []byte("{}")}
-	var sums []string
-	for range 2 {
-		src := writeTree(t, files) // new files, new mtimes
-		img, err := (&Builder{}).Build(t.Context(), src, filepath.Join(t.TempDir(), "x.qcow2"), Options{Label: "x", Seed: "org/x@abc"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		sums = append(sums, img.SHA256)
-	}
-	if sums[0] != sums[1] {
-		t.Errorf("two builds differ: %v", sums)
-	}
-}
-
 // A short estimate costs a second mke2fs run, not a failure.
 func TestBuildGrowsWhenShort(t *testing.T) {
 	needTools(t)
