@@ -18,6 +18,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -132,7 +133,8 @@ func contains(s []string, v string) bool {
 
 // Build makes dst, a qcow2 image of an ext4 filesystem holding the tree
 // under src. dst appears complete or not at all; scratch files beside it
-// are removed. Build sets the times of src's files to Epoch.
+// are removed. Build sets the times of the files it owns under src to
+// Epoch; it only reads them otherwise.
 func (b *Builder) Build(ctx context.Context, src, dst string, o Options) (*Image, error) {
 	paths, err := b.Check()
 	if err != nil {
@@ -276,7 +278,7 @@ func scan(root string) ([]File, error) {
 			return err
 		}
 		files = append(files, File{Path: filepath.ToSlash(rel), Size: fi.Size()})
-		return os.Chtimes(p, Epoch, Epoch)
+		return stamp(p)
 	})
 	if err != nil {
 		return nil, err
@@ -284,11 +286,21 @@ func scan(root string) ([]File, error) {
 	// Directories last: stamping a file changes nothing of its directory,
 	// but be explicit about the order anyway.
 	for i := len(dirs) - 1; i >= 0; i-- {
-		if err := os.Chtimes(dirs[i], Epoch, Epoch); err != nil {
+		if err := stamp(dirs[i]); err != nil {
 			return nil, err
 		}
 	}
 	return files, nil
+}
+
+// stamp sets a file's times to Epoch. Reading is all a build needs of
+// the tree: files the builder does not own keep their times.
+func stamp(p string) error {
+	err := os.Chtimes(p, Epoch, Epoch)
+	if errors.Is(err, fs.ErrPermission) {
+		return nil
+	}
+	return err
 }
 
 // hashSync fsyncs a file and returns its SHA-256 and size.

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/hal0ai/hal0/internal/api"
@@ -185,4 +186,68 @@ func TestRefusesSymlinks(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "link is not a regular file") {
 		t.Fatalf("err %v", err)
 	}
+}
+
+// TestBuildUnprivileged builds an image as the unprivileged user nobody:
+// no root, no mount, no loop device, no FUSE. (Run as a normal user, every
+// other test here proves the same; as root, this one re-runs the test
+// binary under uid 65534.)
+func TestBuildUnprivileged(t *testing.T) {
+	needTools(t)
+	if spec := os.Getenv("HAL0_DISKIMAGE_AS_NOBODY"); spec != "" {
+		src, dst, _ := strings.Cut(spec, "|")
+		if _, err := (&Builder{}).Build(t.Context(), src, dst, Options{Label: "nobody", Seed: "nobody"}); err != nil {
+			t.Fatalf("build as uid %d: %v", os.Geteuid(), err)
+		}
+		return
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("running unprivileged already: every build in this package is one")
+	}
+	const nobody = 65534
+	dir, err := os.MkdirTemp("", "hal0-nobody-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	files := map[string][]byte{"Q8_0/m.gguf": random(2<<20, 5), "config.json": []byte("{}")}
+	src := filepath.Join(dir, "src")
+	for p, data := range files {
+		full := filepath.Join(src, filepath.FromSlash(p))
+		os.MkdirAll(filepath.Dir(full), 0o755)
+		if err := os.WriteFile(full, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := filepath.Join(dir, "out")
+	if err := os.Mkdir(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// nobody may read the tree and the test binary, and write only out/.
+	bin := filepath.Join(dir, "diskimage.test")
+	data, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(bin, data, 0o755)
+	os.Chmod(dir, 0o755)
+	if err := os.Chown(out, nobody, nobody); err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(out, "m.qcow2")
+	cmd := exec.Command(bin, "-test.run=^TestBuildUnprivileged$", "-test.v")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "HAL0_DISKIMAGE_AS_NOBODY="+src+"|"+dst, "HOME="+out)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build as nobody: %v\n%s", err, b)
+	}
+	fi, err := os.Stat(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); st.Uid != nobody {
+		t.Errorf("image owned by uid %d", st.Uid)
+	}
+	openImage(t, &Image{Path: dst, VirtualSize: imagetest.Open(t, dst).VirtualSize}, files)
 }
