@@ -5,8 +5,10 @@ import (
 	"context"
 	"net/http"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -381,5 +383,36 @@ func TestIndexWithoutSources(t *testing.T) {
 	}
 	if _, err := os.Stat(store.Path()); !os.IsNotExist(err) {
 		t.Error("catalog written without sources")
+	}
+}
+
+// A catalog written by root (an index run by hand with sudo) belongs to
+// the owner of the state directory, so the hal0 service can replace it.
+func TestRootWritesAsStateOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give files away")
+	}
+	state := filepath.Join(t.TempDir(), "state")
+	os.MkdirAll(state, 0o755)
+	if err := os.Chown(state, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	store := Open(filepath.Join(state, "catalog", "catalog.json"))
+	lk, err := store.TryLock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lk.Unlock()
+	if err := store.Save(&File{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{filepath.Dir(store.Path()), store.Path(), store.lockPath()} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := fi.Sys().(*syscall.Stat_t); st.Uid != 65534 || st.Gid != 65534 {
+			t.Errorf("%s owned by %d:%d", p, st.Uid, st.Gid)
+		}
 	}
 }

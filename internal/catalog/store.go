@@ -21,6 +21,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/hal0ai/hal0/internal/api"
@@ -94,11 +95,21 @@ func (s *Store) Load() (*File, error) {
 
 // Lock takes the writers' lock; indexes never run at once.
 func (s *Store) Lock(ctx context.Context) (*fsutil.Lock, error) {
-	return fsutil.LockFileContext(ctx, s.lockPath())
+	l, err := fsutil.LockFileContext(ctx, s.lockPath())
+	if err == nil {
+		s.adopt(filepath.Dir(s.path), s.lockPath())
+	}
+	return l, err
 }
 
 // TryLock takes the writers' lock, or fails with fsutil.ErrLocked.
-func (s *Store) TryLock() (*fsutil.Lock, error) { return fsutil.TryLockFile(s.lockPath()) }
+func (s *Store) TryLock() (*fsutil.Lock, error) {
+	l, err := fsutil.TryLockFile(s.lockPath())
+	if err == nil {
+		s.adopt(filepath.Dir(s.path), s.lockPath())
+	}
+	return l, err
+}
 
 // Save replaces the catalog atomically. The caller holds the lock.
 func (s *Store) Save(f *File) error {
@@ -107,7 +118,31 @@ func (s *Store) Save(f *File) error {
 	if err != nil {
 		return err
 	}
-	return fsutil.WriteFile(s.path, append(data, '\n'), 0o644)
+	if err := fsutil.WriteFile(s.path, append(data, '\n'), 0o644); err != nil {
+		return err
+	}
+	s.adopt(s.path)
+	return nil
+}
+
+// adopt gives paths the owner of the state directory when root writes
+// them: a catalog indexed by hand (sudo hal0 catalog index) must stay
+// writable for hal0-catalog.service, which runs as hal0.
+func (s *Store) adopt(paths ...string) {
+	if os.Geteuid() != 0 {
+		return
+	}
+	fi, err := os.Stat(filepath.Dir(filepath.Dir(s.path)))
+	if err != nil {
+		return
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || st.Uid == 0 {
+		return
+	}
+	for _, p := range paths {
+		os.Lchown(p, int(st.Uid), int(st.Gid))
+	}
 }
 
 // SourcesKey fingerprints what an index depends on besides the hub.
