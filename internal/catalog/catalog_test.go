@@ -142,6 +142,7 @@ func TestIndexSourcesDedupAndEveryField(t *testing.T) {
 	if st.Bytes < 3<<20 || st.Bytes > 8<<20 {
 		t.Errorf("read %d bytes of the 24 MiB GGUF", st.Bytes)
 	}
+	t.Logf("GGUF header behind a 3 MiB vocabulary: %d bytes in %d requests, of a %d-byte file", st.Bytes, st.Requests, len(f.repos["acme/delta-GGUF"].Files[0].Data))
 	for _, r := range f.hub.Requests() {
 		if r.Path == f.big && r.Server == "cdn" && !strings.HasPrefix(r.Range, "bytes=") {
 			t.Errorf("GGUF read without a Range: %+v", r)
