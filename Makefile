@@ -29,7 +29,7 @@ test: lint ## everything CI runs: lint, unit, live systemd, fuzz smoke
 	$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME)
 
 test-live: ## only the tests that boot a private systemd (root)
-	HAL0_LIVE_REQUIRED=1 $(GO) test -count=1 -v -run 'Live|Boot|Unit|Stop|Dial|Namespace' ./internal/livesystemd/ ./internal/sdbus/ ./internal/worker/ ./internal/apid/ ./internal/unitwatch/ ./internal/slotd/
+	HAL0_LIVE_REQUIRED=1 $(GO) test -count=1 -v -run 'Live|Boot|Unit|Stop|Dial|Namespace' ./internal/livesystemd/ ./internal/sdbus/ ./internal/worker/ ./internal/apid/ ./internal/unitwatch/ ./internal/slotd/ ./internal/catalog/
 
 test-deps: ## install the Debian packages the package tests need (lintian, polkitd; root)
 	bash packaging/test-deps.sh
@@ -44,6 +44,7 @@ fuzz: ## run every fuzz target for FUZZTIME each
 	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) ./internal/slots/
 	$(GO) test -run '^$$' -fuzz '^FuzzHubReplies$$' -fuzztime $(FUZZTIME) ./internal/hf/
 	$(GO) test -run '^$$' -fuzz '^FuzzPullRequest$$' -fuzztime $(FUZZTIME) ./internal/apiserver/
+	$(GO) test -run '^$$' -fuzz '^FuzzGGUF$$' -fuzztime $(FUZZTIME) ./internal/catalog/
 
 lint: vet staticcheck ## go vet, staticcheck and gofmt
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

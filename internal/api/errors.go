@@ -72,6 +72,12 @@ const (
 	CodeUnsupported      = "pull.unsupported"
 	CodeWorkerDied       = "pull.worker_died"
 	CodeIO               = "pull.io"
+	CodeToolMissing      = "pull.tool_missing"
+	CodeImage            = "pull.image_failed"
+
+	// Catalog.
+	CodeCatalogMissing = "catalog.not_found"
+	CodeCatalogSource  = "catalog.source_not_found"
 
 	// Slots (the Python hal0's names where it had one).
 	CodeSlotNotFound    = "slot.not_found"
@@ -95,6 +101,8 @@ var codeStatus = map[string]int{
 	CodeBadResponse: http.StatusBadGateway, CodeRateLimited: http.StatusTooManyRequests, CodeOffline: http.StatusServiceUnavailable,
 	CodeCancelled: http.StatusConflict, CodeBusy: http.StatusConflict, CodeUnsupported: http.StatusBadRequest,
 	CodeWorkerDied: http.StatusInternalServerError, CodeIO: http.StatusInternalServerError,
+	CodeToolMissing: http.StatusNotImplemented, CodeImage: http.StatusInternalServerError,
+	CodeCatalogMissing: http.StatusNotFound, CodeCatalogSource: http.StatusNotFound,
 	CodeSlotNotFound: http.StatusNotFound, CodeSlotIllegal: http.StatusConflict, CodeSlotConfig: http.StatusBadRequest,
 	CodeSlotBackend: http.StatusBadRequest, CodeSlotDisabled: http.StatusConflict,
 	CodeLogsUnavailable: http.StatusServiceUnavailable,
@@ -145,7 +153,8 @@ func ExitCode(err error) int {
 	switch CodeOf(err) {
 	case CodeBadRequest, CodeInvalidRef, CodeUnsupported, CodeSlotBackend:
 		return ExitUsage
-	case CodeNotFound, CodeModelMissing, CodeJobMissing, CodeRepoNotFound, CodeRevisionNotFound, CodeEntryNotFound, CodeNoMatch, CodeSlotNotFound:
+	case CodeNotFound, CodeModelMissing, CodeJobMissing, CodeRepoNotFound, CodeRevisionNotFound, CodeEntryNotFound, CodeNoMatch, CodeSlotNotFound,
+		CodeCatalogMissing, CodeCatalogSource:
 		return ExitNotFound
 	case CodeConflict, CodeBusy, CodeAmbiguous, CodeSlotIllegal, CodeSlotDisabled:
 		return ExitConflict

@@ -157,9 +157,11 @@ func (s *Server) deleteModel(w http.ResponseWriter, r *http.Request, rf ref.Ref)
 		writeErr(w, err)
 		return
 	}
-	if dir := removed.Dir; dir != "" && within(s.Cfg.Paths.PullDir(), dir) {
-		if err := os.RemoveAll(dir); err != nil {
-			s.logf("remove %s: %v", dir, err)
+	for _, p := range []string{removed.Dir, removed.Image} {
+		if p != "" && within(s.Cfg.Paths.PullDir(), p) {
+			if err := os.RemoveAll(p); err != nil {
+				s.logf("remove %s: %v", p, err)
+			}
 		}
 	}
 	writeJSON(w, http.StatusOK, removed)

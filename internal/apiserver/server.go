@@ -106,6 +106,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /api/pulls", s.listPulls)
 	mux.HandleFunc("/api/models/", s.modelRoutes)
 	s.registerSlots(mux)
+	s.registerCatalog(mux)
 	if s.HF != nil {
 		mux.Handle("/hf/", s.HF)
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/hal0ai/hal0/internal/api"
 	"github.com/hal0ai/hal0/internal/ref"
+	"github.com/hal0ai/hal0/internal/registry"
 )
 
 func init() {
@@ -69,11 +70,21 @@ func modelVerify(fs *flag.FlagSet) func(context.Context, []string) error {
 			return api.Errorf(api.CodeUnsupported, 0, "model %s has no recorded file hashes (it was not pulled by this hal0), so there is nothing to verify against", id)
 		}
 		rep := VerifyReport{ID: id, OK: true}
-		for _, f := range m.Files {
+		checks := m.Files
+		if m.Format == string(ref.FormatQCOW2) {
+			// The files are inside the image; the image's own hash covers
+			// every byte of them.
+			checks = []registry.File{{Path: m.Image, Size: m.ImageSize, SHA256: m.ImageSHA256}}
+		}
+		for _, f := range checks {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			c := checkFile(filepath.Join(m.Dir, filepath.FromSlash(f.Path)), f.Size, f.SHA256, f.GitOID)
+			p := f.Path
+			if !filepath.IsAbs(p) {
+				p = filepath.Join(m.Dir, filepath.FromSlash(f.Path))
+			}
+			c := checkFile(p, f.Size, f.SHA256, f.GitOID)
 			c.Path = f.Path
 			if c.Status != "ok" {
 				rep.OK = false
@@ -96,7 +107,7 @@ func modelVerify(fs *flag.FlagSet) func(context.Context, []string) error {
 			return api.Errorf(api.CodeChecksum, 0, "%s failed verification: pull it again to repair (only the bad files are downloaded again)", id)
 		}
 		if !*asJSON {
-			fmt.Fprintf(Stdout, "%s: all %d files match\n", id, len(m.Files))
+			fmt.Fprintf(Stdout, "%s: all %d files match\n", id, len(checks))
 		}
 		return nil
 	}

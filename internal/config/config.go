@@ -23,6 +23,8 @@ type Config struct {
 	Pull  Pull  `toml:"pull"`
 	API   API   `toml:"api"`
 
+	Catalog Catalog `toml:"catalog"`
+
 	// File is the configuration file that was read, or "" when none existed
 	// and only defaults and environment apply.
 	File string `toml:"-"`
@@ -153,6 +155,10 @@ func Default(home string) *Config {
 			DefaultQuant: []string{"Q4_K_M", "Q4_K_S", "Q4_0", "Q5_K_M", "Q8_0"},
 		},
 		API: API{IdleExit: Duration(5 * time.Minute), HFServe: true},
+		Catalog: Catalog{
+			Interval: Duration(DefaultCatalogInterval), Limit: DefaultCatalogLimit,
+			Concurrency: DefaultCatalogConcurrency,
+		},
 	}
 	return c
 }
@@ -257,7 +263,7 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("api.listen %q: want unix:/path or tcp:host:port", l)
 		}
 	}
-	return nil
+	return c.Catalog.validate()
 }
 
 func checkEndpoint(e string) error {

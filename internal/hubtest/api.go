@@ -101,6 +101,9 @@ func unescapeRest(segs []string) (string, bool) {
 }
 
 func (h *Hub) serveAPI(w *rec, r *http.Request, authed bool, segs []string) {
+	if h.serveListing(w, r, authed, segs) {
+		return
+	}
 	if len(segs) < 2 || segs[0] != "models" || segs[1] == "" {
 		if len(segs) >= 2 && (segs[0] == "datasets" || segs[0] == "spaces") {
 			// Only model repos exist here.
@@ -284,7 +287,23 @@ func (h *Hub) serveInfo(w *rec, r *http.Request, rs *repoState, meta *Repo, rev 
 		return
 	}
 	q := r.URL.Query()
-	blobs := isTrue(q.Get("blobs"))
+	out := modelFields(meta, commit, snap, isTrue(q.Get("blobs")))
+	if expand := q["expand"]; len(expand) > 0 {
+		// expand replaces the default field set.
+		keep := map[string]any{"_id": out["_id"], "id": out["id"]}
+		for _, k := range expand {
+			if v, ok := out[k]; ok {
+				keep[k] = v
+			}
+		}
+		out = keep
+	}
+	h.writeJSON(w, http.StatusOK, out)
+}
+
+// modelFields is the full /api/models/{id} object of a repo at a commit;
+// the search and collection answers are subsets of it.
+func modelFields(meta *Repo, commit string, snap *snapshot, blobs bool) map[string]any {
 	var siblings []sibling
 	var used int64
 	hasGGUF, hasST := false, false
@@ -360,17 +379,7 @@ func (h *Hub) serveInfo(w *rec, r *http.Request, rs *repoState, meta *Repo, rev 
 	for k, v := range meta.Extra {
 		out[k] = v
 	}
-	if expand := q["expand"]; len(expand) > 0 {
-		// expand replaces the default field set.
-		keep := map[string]any{"_id": out["_id"], "id": out["id"]}
-		for _, k := range expand {
-			if v, ok := out[k]; ok {
-				keep[k] = v
-			}
-		}
-		out = keep
-	}
-	h.writeJSON(w, http.StatusOK, out)
+	return out
 }
 
 type refJSON struct {

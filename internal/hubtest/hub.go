@@ -136,8 +136,9 @@ type Hub struct {
 
 	mu      sync.RWMutex
 	repos   map[string]*repoState
-	renamed map[string]string // old id -> new id
-	blobs   map[string]*entry // sha256 -> LFS content, for the CDN
+	renamed map[string]string     // old id -> new id
+	blobs   map[string]*entry     // sha256 -> LFS content, for the CDN
+	colls   map[string]Collection // slug -> collection (listing.go)
 
 	fmu    sync.Mutex
 	faults []*faultState

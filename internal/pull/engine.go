@@ -12,6 +12,7 @@ package pull
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"path"
@@ -26,6 +27,7 @@ import (
 
 	"github.com/hal0ai/hal0/internal/api"
 	"github.com/hal0ai/hal0/internal/config"
+	"github.com/hal0ai/hal0/internal/diskimage"
 	"github.com/hal0ai/hal0/internal/fsutil"
 	"github.com/hal0ai/hal0/internal/hf"
 	"github.com/hal0ai/hal0/internal/ref"
@@ -58,9 +60,11 @@ type Engine struct {
 	// during the pull fails it with no_space, keeping the partials.
 	NoPreallocate bool
 	Registry      *registry.Store
-	HTTP          *http.Client
-	Logf          func(format string, a ...any)
-	Now           func() time.Time
+	// Images builds format=qcow2 installs; nil uses a default Builder.
+	Images *diskimage.Builder
+	HTTP   *http.Client
+	Logf   func(format string, a ...any)
+	Now    func() time.Time
 
 	sem  chan struct{}
 	bufs sync.Pool
@@ -122,6 +126,7 @@ const (
 	PhaseResolving   = "resolving"
 	PhaseDownloading = "downloading"
 	PhaseVerifying   = "verifying"
+	PhaseImaging     = "imaging" // building the qcow2 image of a format=qcow2 pull
 	PhaseInstalling  = "installing"
 	PhaseDone        = "done"
 )
@@ -236,8 +241,13 @@ func (h *Handle) Wait(ctx context.Context) (*registry.Model, error) {
 	if req.Ref.Kind != ref.KindHF {
 		return nil, api.Errorf(api.CodeUnsupported, 0, "%s is not a Hugging Face ref; this engine pulls Hugging Face models", req.Ref)
 	}
-	if req.Ref.Format == ref.FormatQCOW2 {
-		return nil, api.Errorf(api.CodeUnsupported, 0, "format=qcow2 imports are built by the catalog importer, which this version does not have yet; pull with format=dir")
+	qcow2 := req.Ref.Format == ref.FormatQCOW2
+	if qcow2 {
+		// Before any download: a pull that cannot build its image must not
+		// fetch gigabytes first.
+		if _, err := e.images().Check(); err != nil {
+			return nil, err
+		}
 	}
 	id := req.Ref.String()
 	if e.Offline {
@@ -316,7 +326,18 @@ func (h *Handle) Wait(ctx context.Context) (*registry.Model, error) {
 	r.mu.Lock()
 	r.files = files
 	r.mu.Unlock()
-	if err := e.preflight(files, root); err != nil {
+	var extra int64
+	if qcow2 {
+		// The raw filesystem and the qcow2 made from it exist side by side
+		// with the downloaded files until the install.
+		img := make([]diskimage.File, 0, len(sel.Files))
+		for _, f := range sel.Files {
+			img = append(img, diskimage.File{Path: f.Path, Size: f.Size})
+		}
+		size, _, _ := diskimage.Estimate(img)
+		extra = 2 * size
+	}
+	if err := e.preflight(files, root, extra); err != nil {
 		return nil, err
 	}
 	if r.resumed > 0 {
@@ -335,8 +356,13 @@ func (h *Handle) Wait(ctx context.Context) (*registry.Model, error) {
 		return nil, err
 	}
 
-	r.phase.Store(PhaseInstalling)
-	m, err := e.install(ctx, req.Ref, info, sel, files, root, r)
+	var m *registry.Model
+	if qcow2 {
+		m, err = e.installImage(ctx, req.Ref, info, sel, files, root, r)
+	} else {
+		r.phase.Store(PhaseInstalling)
+		m, err = e.install(ctx, req.Ref, info, sel, files, root, r)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -365,6 +391,10 @@ func (e *Engine) installed(id string) (*registry.Model, error) {
 }
 
 func filesPresent(m *registry.Model) bool {
+	if m.Format == string(ref.FormatQCOW2) {
+		fi, err := os.Stat(m.Image)
+		return m.Image != "" && err == nil && fi.Size() == m.ImageSize && m.ImageSize > 0
+	}
 	for _, f := range m.Files {
 		fi, err := os.Stat(filepath.Join(m.Dir, f.Path))
 		if err != nil || fi.Size() != f.Size {
@@ -462,8 +492,8 @@ func (e *Engine) cleanStage(stage, commit string) error {
 
 // preflight refuses a pull that cannot fit. Space already preallocated for
 // the partials is not counted twice.
-func (e *Engine) preflight(files []*fileDL, dir string) error {
-	var need int64
+func (e *Engine) preflight(files []*fileDL, dir string, extra int64) error {
+	need := extra
 	for _, f := range files {
 		need += f.p.size - f.p.done()
 	}
@@ -482,8 +512,12 @@ func (e *Engine) preflight(files []*fileDL, dir string) error {
 		}
 	}
 	if need+e.DiskReserve > free {
-		return api.Errorf(api.CodeNoSpace, 0, "not enough disk space: the pull needs %s more plus the %s reserve, but %s has %s free; free space, or lower pull.disk_reserve",
-			config.FormatBytes(need), config.FormatBytes(e.DiskReserve), e.Paths.ModelRoot, config.FormatBytes(max(free, 0)))
+		what := ""
+		if extra > 0 {
+			what = fmt.Sprintf(" (%s of it to build the disk image)", config.FormatBytes(extra))
+		}
+		return api.Errorf(api.CodeNoSpace, 0, "not enough disk space: the pull needs %s more%s plus the %s reserve, but %s has %s free; free space, or lower pull.disk_reserve",
+			config.FormatBytes(need), what, config.FormatBytes(e.DiskReserve), e.Paths.ModelRoot, config.FormatBytes(max(free, 0)))
 	}
 	return nil
 }
@@ -613,6 +647,9 @@ func (e *Engine) installDir(rf ref.Ref) string {
 		variant += "-" + rf.Quant
 	case rf.File != "":
 		variant += "-" + strings.ReplaceAll(strings.TrimSuffix(path.Base(rf.File), path.Ext(rf.File)), ".", "_")
+	}
+	if rf.Format == ref.FormatQCOW2 {
+		variant += ".qcow2"
 	}
 	return filepath.Join(e.Paths.PullDir(), rf.Owner(), rf.Name(), variant)
 }

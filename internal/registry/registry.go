@@ -51,11 +51,16 @@ type Model struct {
 	Metadata     map[string]any `toml:"metadata,omitempty" json:"metadata,omitempty"`
 
 	// Added by the Go hal0.
-	Source      string `toml:"source,omitempty" json:"source,omitempty"`     // hf, flm or local
-	Endpoint    string `toml:"endpoint,omitempty" json:"endpoint,omitempty"` // hub the files came from
-	Revision    string `toml:"revision,omitempty" json:"revision,omitempty"` // as asked for (branch, tag…)
-	Commit      string `toml:"commit,omitempty" json:"commit,omitempty"`     // the pinned 40-hex commit
-	Format      string `toml:"format,omitempty" json:"format,omitempty"`     // dir or qcow2
+	Source   string `toml:"source,omitempty" json:"source,omitempty"`     // hf, flm or local
+	Endpoint string `toml:"endpoint,omitempty" json:"endpoint,omitempty"` // hub the files came from
+	Revision string `toml:"revision,omitempty" json:"revision,omitempty"` // as asked for (branch, tag…)
+	Commit   string `toml:"commit,omitempty" json:"commit,omitempty"`     // the pinned 40-hex commit
+	Format   string `toml:"format,omitempty" json:"format,omitempty"`     // dir or qcow2
+	// Image is the qcow2 disk image of a format=qcow2 import (also Path);
+	// its files, listed in Files, are inside the image's ext4 filesystem.
+	Image       string `toml:"image,omitempty" json:"image,omitempty"`
+	ImageSHA256 string `toml:"image_sha256,omitempty" json:"image_sha256,omitempty"`
+	ImageSize   int64  `toml:"image_size,omitempty" json:"image_size,omitempty"`
 	InstalledAt string `toml:"installed_at,omitempty" json:"installed_at,omitempty"`
 	Files       []File `toml:"files,omitempty" json:"files,omitempty"`
 
@@ -193,6 +198,7 @@ var knownKeys = map[string]bool{
 	"hf_repo": true, "hf_filename": true, "tags": true, "backends": true, "mmproj": true,
 	"pullable": true, "dir": true, "defaults": true, "metadata": true, "source": true, "endpoint": true,
 	"revision": true, "commit": true, "format": true, "installed_at": true, "files": true,
+	"image": true, "image_sha256": true, "image_size": true,
 }
 
 // Parse decodes registry data. file is used in error messages.
