@@ -2,6 +2,7 @@ package runner
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/hal0ai/hal0/internal/jobs"
@@ -16,6 +17,21 @@ type Systemd struct {
 	SD sdbus.Systemd
 	// Timeout bounds every D-Bus call; default 30 s.
 	Timeout time.Duration
+	// StateTTL is how long a unit's state, once read, answers State
+	// without asking systemd again; default 250 ms, negative turns the
+	// cache off. Status polls arrive by the thousand a second under load
+	// and each would otherwise be a D-Bus round trip to PID 1; the worker
+	// writes its progress every 500 ms, so a quarter second of staleness
+	// costs nothing. Start and Stop forget the unit's entry.
+	StateTTL time.Duration
+
+	mu    sync.Mutex
+	cache map[string]cachedState
+}
+
+type cachedState struct {
+	at    time.Time
+	state State
 }
 
 func (s *Systemd) Name() string { return "systemd" }
@@ -32,6 +48,7 @@ func (s *Systemd) ctx(ctx context.Context) (context.Context, context.CancelFunc)
 // it. The template is Type=notify, so the job completes once the worker
 // has taken its job record (READY=1).
 func (s *Systemd) Start(ctx context.Context, j *jobs.Job) error {
+	defer s.forget(j.Unit)
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
 	s.SD.ResetFailed(ctx, j.Unit)
@@ -41,6 +58,7 @@ func (s *Systemd) Start(ctx context.Context, j *jobs.Job) error {
 // Stop stops the instance: systemd sends SIGTERM, the worker records
 // "cancelled" and exits.
 func (s *Systemd) Stop(ctx context.Context, j *jobs.Job) error {
+	defer s.forget(j.Unit)
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
 	return s.SD.StopUnit(ctx, j.Unit)
@@ -50,6 +68,37 @@ func (s *Systemd) Stop(ctx context.Context, j *jobs.Job) error {
 // as it exits, so "unknown" means "not running", and the record tells the
 // rest.
 func (s *Systemd) State(ctx context.Context, j *jobs.Job) (State, error) {
+	ttl := s.StateTTL
+	if ttl == 0 {
+		ttl = 250 * time.Millisecond
+	}
+	now := time.Now()
+	s.mu.Lock()
+	c, ok := s.cache[j.Unit]
+	s.mu.Unlock()
+	if ok && ttl > 0 && now.Sub(c.at) < ttl {
+		return c.state, nil
+	}
+	st, err := s.state(ctx, j)
+	if err != nil || ttl < 0 {
+		return st, err
+	}
+	s.mu.Lock()
+	if s.cache == nil || len(s.cache) >= 256 {
+		s.cache = make(map[string]cachedState)
+	}
+	s.cache[j.Unit] = cachedState{at: now, state: st}
+	s.mu.Unlock()
+	return st, nil
+}
+
+func (s *Systemd) forget(unit string) {
+	s.mu.Lock()
+	delete(s.cache, unit)
+	s.mu.Unlock()
+}
+
+func (s *Systemd) state(ctx context.Context, j *jobs.Job) (State, error) {
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
 	u, err := s.SD.Unit(ctx, j.Unit)
