@@ -106,6 +106,11 @@ type API struct {
 	// Without a token the endpoint is open to whoever reaches the API.
 	HFTokenFile string `toml:"hf_token_file"`
 	HFToken     Secret `toml:"-"`
+	// HFPullThrough makes /hf/ a pull-through mirror: a file that is not
+	// installed is pulled from the configured hub as an ordinary pull job
+	// (hal0-pull@<ref>.service) and streamed to the client while it
+	// downloads. HAL0_HF_PULL_THROUGH overrides it.
+	HFPullThrough bool `toml:"hf_pull_through"`
 }
 
 // Default root locations of an appliance install.
