@@ -256,3 +256,34 @@ func TestFleetPullThrough(t *testing.T) {
 		t.Fatalf("A's pulls: %+v", p)
 	}
 }
+
+// TestPullThroughGated: a gated repo (hal0 holds a token that was granted
+// access) is not passed on to holders of the read token: 403 GatedRepo,
+// and nothing is pulled for them. The box's owner (the admin token over
+// TCP, or the unix socket) gets it, pulled through as usual.
+func TestPullThroughGated(t *testing.T) {
+	const hubToken = "hf_hubtokenhubtokenhubtokenhubtokenhub"
+	hub, err := hubtest.New(hubtest.Options{Token: hubToken})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(hub.Close)
+	f := hub.AddRepo(hubtest.Repo{ID: "pt/g", Gated: "manual", Approved: true, Files: []hubtest.File{{Path: "w.gguf", Data: bytes.Repeat([]byte("gated"), 50000), LFS: true}}}).Files[0]
+	const readTok, adminTok = "hf_readtokenreadtokenreadtokenreadtoken", "admin-token-9c2e"
+	c, hf, _ := pullThroughAPID(t, hub.URL, "HF_TOKEN="+hubToken, "HAL0_HF_SERVE_TOKEN="+readTok, "HAL0_API_TOKEN="+adminTok)
+	u := hf + "/pt/g/resolve/main/w.gguf"
+	resp := hfGet(t, "GET", u, readTok)
+	if resp.StatusCode != http.StatusForbidden || resp.Header.Get("X-Error-Code") != "GatedRepo" {
+		t.Fatalf("read token: %d %q", resp.StatusCode, resp.Header.Get("X-Error-Code"))
+	}
+	if p := c.pulls(); len(p) != 0 {
+		t.Fatalf("pulled for a client that may not have it: %+v", p)
+	}
+	resp = hfGet(t, "GET", u, adminTok)
+	if body, err := io.ReadAll(resp.Body); resp.StatusCode != 200 || err != nil || !bytes.Equal(body, f.Data) {
+		t.Fatalf("admin token: %d, %d bytes, %v", resp.StatusCode, len(body), err)
+	}
+	if code, body := c.do(http.MethodGet, "/hf/pt/g/resolve/main/w.gguf"); code != 200 || !bytes.Equal(body, f.Data) {
+		t.Fatalf("unix socket: %d, %d bytes", code, len(body))
+	}
+}

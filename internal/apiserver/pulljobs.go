@@ -9,6 +9,12 @@ import (
 	"github.com/hal0ai/hal0/internal/ref"
 )
 
+// Privileged reports whether r comes from the box's owner: over the unix
+// socket (trusted through its permissions) or with the admin token. The
+// /hf/ endpoint lets such requests read without its read token, and
+// download gated models.
+func (s *Server) Privileged(r *http.Request) bool { return viaUnix(r) || s.authorized(r) }
+
 // PullJobs starts and follows pulls for other parts of hal0-apid (the
 // /hf/ pull-through) exactly as POST /api/models/{id}/pull does: the same
 // job records, the same runner (hal0-pull@<ref>.service under systemd, a

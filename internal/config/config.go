@@ -111,6 +111,10 @@ type API struct {
 	// (hal0-pull@<ref>.service) and streamed to the client while it
 	// downloads. HAL0_HF_PULL_THROUGH overrides it.
 	HFPullThrough bool `toml:"hf_pull_through"`
+	// HFServeGated lets /hf/ serve gated models (their license binds each
+	// user) to every client with the read token, not only to the box's
+	// owner (the unix socket or the admin token).
+	HFServeGated bool `toml:"hf_serve_gated"`
 }
 
 // Default root locations of an appliance install.

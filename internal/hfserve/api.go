@@ -127,7 +127,7 @@ func (h *Handler) serveInfo(w http.ResponseWriter, r *http.Request, repo, rev st
 		"author":       author,
 		"sha":          s.commit,
 		"private":      false,
-		"gated":        false,
+		"gated":        gatedJSON(s.gated),
 		"disabled":     false,
 		"downloads":    0,
 		"likes":        0,
@@ -152,6 +152,14 @@ func (h *Handler) serveInfo(w http.ResponseWriter, r *http.Request, repo, rev st
 		out = keep
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// gatedJSON is the Hub's "gated" field: false, or "auto"/"manual".
+func gatedJSON(g string) any {
+	if g == "" {
+		return false
+	}
+	return g
 }
 
 func fmtTime(t time.Time) string {

@@ -55,6 +55,9 @@ func (h *Handler) serveFile(w http.ResponseWriter, r *http.Request, repo string,
 			hfError(w, http.StatusNotFound, codeEntryNotFound, fmt.Sprintf("Entry not found: %s does not exist at %s", name, s.commit))
 			return
 		}
+		if h.gatedRefused(w, r, repo, s) {
+			return
+		}
 		if raw && f.lfs {
 			// git stores the LFS pointer, and /raw serves what git stores:
 			// known from the listing, whether or not the file is here.

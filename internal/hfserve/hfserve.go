@@ -56,6 +56,14 @@ type Options struct {
 	// are ignored (clients routinely send their huggingface.co token to
 	// whatever HF_ENDPOINT is).
 	Token config.Secret
+	// Privileged, when set, says whether a request comes from the box's
+	// owner (hal0-apid: over the unix socket, or with the admin token).
+	// Such requests need no read token and may download gated models.
+	Privileged func(*http.Request) bool
+	// ServeGated serves gated models (pulled from a repo whose license
+	// each user must accept) to every client with access; by default only
+	// privileged requests get their files, others 403 GatedRepo.
+	ServeGated bool
 	// Upstream and Pulls, both set, turn on pull-through: listings are
 	// Upstream's, and a listed file that is not installed is pulled by a
 	// job that Pulls starts, and streamed while it downloads. Either
@@ -168,7 +176,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // authorized checks the read token and answers 401 itself when it fails,
 // in the Hub's words so that clients print their usual advice.
 func (h *Handler) authorized(w http.ResponseWriter, r *http.Request) bool {
-	if !h.opts.Token.IsSet() {
+	if !h.opts.Token.IsSet() || h.privileged(r) {
 		return true
 	}
 	v := r.Header.Values("Authorization")
@@ -185,6 +193,20 @@ func (h *Handler) authorized(w http.ResponseWriter, r *http.Request) bool {
 		hfError(w, http.StatusUnauthorized, "", "Invalid credentials in Authorization header")
 		return false
 	}
+	return true
+}
+
+func (h *Handler) privileged(r *http.Request) bool {
+	return h.opts.Privileged != nil && h.opts.Privileged(r)
+}
+
+// gatedRefused answers 403 GatedRepo for a file of a gated repo that this
+// request may not have, and reports whether it did.
+func (h *Handler) gatedRefused(w http.ResponseWriter, r *http.Request, repo string, s *snapshot) bool {
+	if s.gated == "" || h.opts.ServeGated || h.privileged(r) {
+		return false
+	}
+	hfError(w, http.StatusForbidden, codeGatedRepo, "Access to model "+repo+" is restricted: it is a gated model, whose license each user accepts on Hugging Face, and this hal0 box does not pass it on (its owner can allow it with api.hf_serve_gated = true)")
 	return true
 }
 

@@ -405,3 +405,29 @@ func TestPullThroughNotFound(t *testing.T) {
 		t.Errorf("with the token: %d %q, pulls %v", resp.StatusCode, body, b.up.started())
 	}
 }
+
+// TestPullThroughUpstreamDown: with the hub unreachable, installed repos
+// are still listed and served from the store; others get a 502 that says
+// why, and nothing is pulled.
+func TestPullThroughUpstreamDown(t *testing.T) {
+	s := newStore(t)
+	s.add(tmodel{id: "org/x:Q4_K_M", repo: "org/x", commit: c1, rev: "main", installed: day(1), files: []tfile{{"a.gguf", data("a", 100), true}}})
+	hub := upstream(t)
+	dead := hub.URL
+	hub.Close()
+	cfg := config.Default(t.TempDir())
+	up := &localPuller{cfg: cfg, store: jobs.Open(cfg.Paths.JobsDir())}
+	srv := serve(t, Options{Registry: s.reg, Upstream: &HubLister{Endpoints: []string{dead}, HTTP: http.DefaultClient}, Pulls: up})
+	resp, body := do(t, "GET", srv.url+"/api/models/org/x/tree/main", nil, "")
+	if resp.StatusCode != 200 || !bytes.Contains(body, []byte(`"a.gguf"`)) {
+		t.Fatalf("installed repo with upstream down: %d %s", resp.StatusCode, body)
+	}
+	resp, body = do(t, "GET", srv.url+"/org/x/resolve/main/a.gguf", nil, "")
+	if resp.StatusCode != 200 || len(body) != 100 {
+		t.Fatalf("installed file with upstream down: %d, %d bytes", resp.StatusCode, len(body))
+	}
+	resp, _ = do(t, "GET", srv.url+"/api/models/org/other", nil, "")
+	if resp.StatusCode != 502 || resp.Header.Get("Retry-After") == "" || len(up.started()) != 0 {
+		t.Fatalf("missing repo with upstream down: %d %v, pulls %v", resp.StatusCode, resp.Header, up.started())
+	}
+}

@@ -194,9 +194,12 @@ func (c *listing) view(idx *index, repo string, logf func(string, ...any)) *snap
 	if ri := idx.repos[repo]; ri != nil {
 		local = ri.commits[c.up.Commit]
 	}
-	s := &snapshot{commit: c.up.Commit, files: map[string]*file{}, dirs: map[string]string{}, license: c.up.License}
+	s := &snapshot{commit: c.up.Commit, files: map[string]*file{}, dirs: map[string]string{}, license: c.up.License, gated: c.up.Gated}
 	if local != nil {
 		s.installed, s.created = local.installed, local.created
+		if s.gated == "" {
+			s.gated = local.gated
+		}
 	}
 	for _, uf := range c.up.Files {
 		f, err := newFile(upstreamToRegistry(uf))

@@ -633,6 +633,7 @@ func (e *Engine) modelEntry(rf ref.Ref, info *hf.RepoInfo, sel *Selection, dir s
 		ID: rf.String(), Name: rf.Name(), Path: dir, Dir: dir, Source: "hf",
 		HFRepo: rf.Repo, Endpoint: r.endpoint, Revision: rf.Rev(), Commit: info.SHA, Format: string(ref.FormatDir),
 		License:     info.License(),
+		Gated:       string(info.Gated),
 		InstalledAt: e.now().UTC().Format(time.RFC3339),
 	}
 	if sel.Quant != "" {

@@ -58,6 +58,10 @@ type Model struct {
 	Format      string `toml:"format,omitempty" json:"format,omitempty"`     // dir or qcow2
 	InstalledAt string `toml:"installed_at,omitempty" json:"installed_at,omitempty"`
 	Files       []File `toml:"files,omitempty" json:"files,omitempty"`
+	// Gated is the hub's "gated" field when the model was pulled ("auto"
+	// or "manual"): its license binds each user, so /hf/ does not pass it
+	// on unless told to (api.hf_serve_gated).
+	Gated string `toml:"gated,omitempty" json:"gated,omitempty"`
 
 	// Extra holds keys this version does not know, written back unchanged.
 	Extra map[string]any `toml:"-" json:"extra,omitempty"`
@@ -193,6 +197,7 @@ var knownKeys = map[string]bool{
 	"hf_repo": true, "hf_filename": true, "tags": true, "backends": true, "mmproj": true,
 	"pullable": true, "dir": true, "defaults": true, "metadata": true, "source": true, "endpoint": true,
 	"revision": true, "commit": true, "format": true, "installed_at": true, "files": true,
+	"gated": true,
 }
 
 // Parse decodes registry data. file is used in error messages.
