@@ -3,10 +3,13 @@ package hfserve
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
@@ -241,6 +244,41 @@ func TestPullThroughStreams(t *testing.T) {
 	}
 }
 
+// TestPullThroughHeadersFirst: the response headers (size, hash) reach
+// the client as soon as the job has pinned the file, before any byte of
+// it can be sent: here the hub holds the download 1000 bytes in, less
+// than the worker reads before it writes.
+func TestPullThroughHeadersFirst(t *testing.T) {
+	hub := upstream(t)
+	shard := ptRepo(hub)[0]
+	hold, held := make(chan struct{}), make(chan struct{})
+	hub.AddFault(hubtest.Fault{Repo: "org/pt", Path: shard.Path, Where: "cdn", Times: 1, StallAt: 1000, Hold: hold, Held: held})
+	b := newPTBox(t, hub, Options{})
+	u := b.url + "/org/pt/resolve/main/" + shard.Path
+	// The HEAD starts the pull and returns once it is pinned.
+	if resp, _ := do(t, "HEAD", u, nil, ""); resp.StatusCode != 200 {
+		t.Fatalf("HEAD: %d", resp.StatusCode)
+	}
+	<-held
+	// Bounded well below the worker's 30 s stall timeout, which is what
+	// would release bytes (and headers with them) otherwise.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", u, nil)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("headers while no byte is written: %v", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 || resp.ContentLength != shard.Size || resp.Header.Get("ETag") != `"`+shard.SHA256+`"` {
+		t.Fatalf("%d %d %v", resp.StatusCode, resp.ContentLength, resp.Header)
+	}
+	close(hold)
+	if body, err := io.ReadAll(resp.Body); err != nil || !bytes.Equal(body, shard.Data) {
+		t.Fatalf("body: %d bytes, %v", len(body), err)
+	}
+}
+
 // TestPullThroughRanges: range requests during the download get exactly
 // their bytes (206, Content-Range), however they sit across blocks, and
 // an unsatisfiable one gets 416 without waiting.
@@ -430,4 +468,172 @@ func TestPullThroughUpstreamDown(t *testing.T) {
 	if resp.StatusCode != 502 || resp.Header.Get("Retry-After") == "" || len(up.started()) != 0 {
 		t.Fatalf("missing repo with upstream down: %d %v, pulls %v", resp.StatusCode, resp.Header, up.started())
 	}
+}
+
+// handStage writes a partial file the way hal0-pull lays one out (data
+// under files/, counters under state/, see internal/pull/partial.go) with
+// every byte counted as written, and a running job whose record pins it.
+// The real worker cannot be stopped between writing the last byte and
+// checking the hash; this stands in for that moment.
+func handStage(t *testing.T, up *localPuller, stage, repo, commit string, f hubtest.File, content []byte) {
+	t.Helper()
+	data := filepath.Join(stage, "files", f.Path)
+	state := filepath.Join(stage, "state", f.Path+".state")
+	for _, p := range []string{data, state} {
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(data, content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	hdr := make([]byte, 256+16)
+	copy(hdr, "HAL0PRT1")
+	binary.LittleEndian.PutUint64(hdr[8:], uint64(f.Size))
+	binary.LittleEndian.PutUint64(hdr[16:], uint64(f.Size)) // one chunk
+	copy(hdr[24:88], f.SHA256)
+	binary.LittleEndian.PutUint64(hdr[256:], uint64(f.Size)) // all written
+	binary.LittleEndian.PutUint64(hdr[264:], uint64(f.Size))
+	if err := os.WriteFile(state, hdr, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rf := pullRef(repo, commit, f.Path)
+	j, _, err := up.store.Begin(context.Background(), jobs.Job{Ref: rf, Kind: "hf", State: jobs.Running})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = up.store.Update(context.Background(), j.ID, func(j *jobs.Job) error {
+		j.Attempts = 1
+		j.Pinned = &jobs.Pinned{Repo: repo, Commit: commit, Stage: stage,
+			Files: []jobs.PinnedFile{{Path: f.Path, Size: f.Size, LFS: true, SHA256: f.SHA256}}}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestStreamWithholdsLastByte: hfserve checks the hash itself. A file the
+// job writes wrongly is streamed up to its last byte, which waits for the
+// hash, and then cut, though the job has not (yet) said anything; a right
+// one completes as soon as it is hashed, before the job ends.
+func TestStreamWithholdsLastByte(t *testing.T) {
+	hub := upstream(t)
+	files := ptRepo(hub)
+	commit := hub.Repo("org/pt").Commit
+	b := newPTBox(t, hub, Options{})
+	stage := filepath.Join(t.TempDir(), commit)
+	f := files[0]
+	wrong := append([]byte(nil), f.Data...)
+	wrong[len(wrong)/2] ^= 1
+	handStage(t, b.up, stage, "org/pt", commit, f, wrong)
+	state := filepath.Join(stage, "state", f.Path+".state")
+	setWritten(t, state, f.Size-1) // all but the last byte
+	resp := get(t, b.url+"/org/pt/resolve/main/"+f.Path, nil)
+	body := make([]byte, f.Size-1)
+	if _, err := io.ReadFull(resp.Body, body); err != nil || !bytes.Equal(body, wrong[:f.Size-1]) {
+		t.Fatalf("the written bytes: %v", err)
+	}
+	setWritten(t, state, f.Size)
+	rest, err := io.ReadAll(resp.Body)
+	if !errors.Is(err, io.ErrUnexpectedEOF) || len(rest) != 0 {
+		t.Fatalf("wrong file: %d more bytes, %v; want a cut transfer", len(rest), err)
+	}
+
+	handStage(t, b.up, stage, "org/pt", commit, files[1], files[1].Data)
+	resp = get(t, b.url+"/org/pt/resolve/main/"+files[1].Path, nil)
+	if body, err := io.ReadAll(resp.Body); err != nil || !bytes.Equal(body, files[1].Data) {
+		t.Fatalf("right file: %d bytes, %v", len(body), err)
+	}
+	if s := b.up.started(); len(s) != 0 {
+		t.Fatalf("pulls started: %v", s)
+	}
+}
+
+// setWritten sets the written counter of a hand-made one-chunk partial.
+func setWritten(t *testing.T, state string, n int64) {
+	t.Helper()
+	st, err := os.OpenFile(state, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var c [8]byte
+	binary.LittleEndian.PutUint64(c[:], uint64(n))
+	if _, err := st.WriteAt(c[:], 256); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestStreamCutsRewrittenBlock: a response whose bytes differ from what
+// the follower hashed is cut, even though the file as hashed is right.
+// Client A and the follower read the first block; then it changes on disk
+// (as when a worker rewrites data), client B reads the changed block, and
+// the rest of the file arrives. A completes; B is cut before its last
+// byte.
+func TestStreamCutsRewrittenBlock(t *testing.T) {
+	hub := upstream(t)
+	f := ptRepo(hub)[0] // 3 MiB + 777: blocks 0-2 whole, block 3 partial
+	commit := hub.Repo("org/pt").Commit
+	b := newPTBox(t, hub, Options{})
+	stage := filepath.Join(t.TempDir(), commit)
+	handStage(t, b.up, stage, "org/pt", commit, f, f.Data)
+	// Only the first 2 MiB count as written.
+	state := filepath.Join(stage, "state", f.Path+".state")
+	setWritten(t, state, 2<<20)
+	u := b.url + "/org/pt/resolve/main/" + f.Path
+	a := get(t, u, nil)
+	pa := make([]byte, 2<<20)
+	if _, err := io.ReadFull(a.Body, pa); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until the follower has hashed both written blocks.
+	tr := onlyTracker(t, b)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		tr.mu.Lock()
+		h := tr.hashed
+		tr.mu.Unlock()
+		if h == 2<<20 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("follower hashed %d bytes", h)
+		}
+	}
+	data := filepath.Join(stage, "files", f.Path)
+	fh, err := os.OpenFile(data, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fh.WriteAt([]byte{f.Data[10] ^ 0xff}, 10); err != nil {
+		t.Fatal(err)
+	}
+	fh.Close()
+	c := get(t, u, nil)
+	pc := make([]byte, 2<<20)
+	if _, err := io.ReadFull(c.Body, pc); err != nil || pc[10] == f.Data[10] {
+		t.Fatalf("client B did not get the changed block: %v", err)
+	}
+	setWritten(t, state, f.Size)
+	restA, err := io.ReadAll(a.Body)
+	if err != nil || !bytes.Equal(append(pa, restA...), f.Data) {
+		t.Fatalf("client A: %d bytes, %v", len(pa)+len(restA), err)
+	}
+	restC, err := io.ReadAll(c.Body)
+	if !errors.Is(err, io.ErrUnexpectedEOF) || int64(len(pc)+len(restC)) >= f.Size {
+		t.Fatalf("client B: %d of %d bytes, %v; want a cut transfer", len(pc)+len(restC), f.Size, err)
+	}
+}
+
+func onlyTracker(t *testing.T, b *ptBox) *tracker {
+	t.Helper()
+	b.h.pt.mu.Lock()
+	defer b.h.pt.mu.Unlock()
+	if len(b.h.pt.trackers) != 1 {
+		t.Fatalf("%d followers", len(b.h.pt.trackers))
+	}
+	for _, tr := range b.h.pt.trackers {
+		return tr
+	}
+	return nil
 }

@@ -79,6 +79,7 @@ type tracker struct {
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced whenever the fields below change
 	avail   int64         // written contiguously from 0
+	hashed  int64         // read and hashed, in whole blocks (for tests)
 	done    bool          // hashed completely, and right
 	err     error         // the stream must be cut
 	refs    int
@@ -220,6 +221,9 @@ func (t *tracker) run(ctx context.Context, jobID string) {
 			if hashed == end {
 				t.digests[blk] = bh.Sum64()
 				bh.Reset()
+				t.mu.Lock()
+				t.hashed = hashed
+				t.mu.Unlock()
 			}
 			if ctx.Err() != nil {
 				return
@@ -431,10 +435,12 @@ func (h *Handler) streamFromJob(w http.ResponseWriter, r *http.Request, j *jobs.
 		return false
 	}
 	defer t.release()
-	// The server's read deadline would otherwise cancel a stream that
-	// outlasts it (it covers the whole request on HTTP/1).
-	http.NewResponseController(w).SetReadDeadline(time.Time{})
 	w.WriteHeader(status)
+	// The headers go out now, not with the first bytes: a client learns
+	// the size and hash at once, and its read timeout starts from here.
+	if err := http.NewResponseController(w).Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return false
+	}
 	if err := t.send(r.Context(), w, a, b); err != nil {
 		if r.Context().Err() == nil {
 			h.logf("hfserve: cutting the stream of %s (job %s) to %s: %v", f.path, j.ID, r.RemoteAddr, err)
