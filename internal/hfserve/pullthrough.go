@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"net/http"
 	"strconv"
 	"strings"
@@ -56,6 +57,17 @@ type pullThrough struct {
 
 	mu       sync.Mutex
 	trackers map[trackerKey]*tracker
+
+	// starting serialises, per repo (striped), looking for a job that has
+	// a file and starting one: requests for two shards of one set that
+	// arrive together must not start two pulls of the set.
+	starting [64]sync.Mutex
+}
+
+func (p *pullThrough) startLock(repo string) *sync.Mutex {
+	h := fnv.New32a()
+	h.Write([]byte(repo))
+	return &p.starting[h.Sum32()%uint32(len(p.starting))]
 }
 
 func newPullThrough(p Puller, now func() time.Time, logf func(string, ...any)) *pullThrough {
@@ -90,62 +102,11 @@ func (p *pullThrough) jobForFile(ctx context.Context, repo, commit, path string,
 	dead := map[string]bool{} // jobs found ended this call
 	started := ""
 	for round := 0; round < 8; round++ {
-		active, err := p.jobs.Active(ctx)
-		if err != nil {
-			return nil, nil, err
+		j, pf, resolving, err := p.findOrStart(ctx, repo, commit, path, want, dead, &started)
+		if j != nil || err != nil {
+			return j, pf, err
 		}
-		var resolving *jobs.Job
-		for _, j := range active {
-			if dead[j.ID] {
-				continue
-			}
-			if j.Pinned == nil {
-				if refRepo(j.Ref) == repo && (resolving == nil || j.Ref == want) {
-					resolving = j
-				}
-				continue
-			}
-			pf := pinnedFile(j.Pinned, repo, commit, path)
-			if pf == nil {
-				continue
-			}
-			cur, err := p.jobs.Job(ctx, j.ID)
-			if err != nil {
-				return nil, nil, err
-			}
-			switch {
-			case cur.State == jobs.Completed:
-				return nil, nil, errLookAgain
-			case cur.State.Final():
-				dead[j.ID] = true
-				continue
-			case cur.Pinned == nil:
-				resolving = cur // a new run of the job; it pins again
-				continue
-			}
-			return cur, pinnedFile(cur.Pinned, repo, commit, path), nil
-		}
-		if resolving == nil {
-			if started != "" {
-				// Our own job pinned files without this one, or ended
-				// without a trace in the listing of active jobs.
-				j, err := p.jobs.Job(ctx, started)
-				if err != nil {
-					return nil, nil, err
-				}
-				return nil, nil, p.ended(want, j)
-			}
-			if err := p.recentFailure(ctx, want); err != nil {
-				return nil, nil, err
-			}
-			j, err := p.jobs.Pull(ctx, want)
-			if err != nil {
-				return nil, nil, err
-			}
-			started, resolving = j.ID, j
-			p.logf("hfserve: pulling %s through from upstream (job %s, %s)", want, j.ID, j.Unit)
-		}
-		j, err := p.waitPinned(ctx, resolving.ID, deadline)
+		j, err = p.waitPinned(ctx, resolving.ID, deadline)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -160,6 +121,71 @@ func (p *pullThrough) jobForFile(ctx context.Context, repo, commit, path string,
 		}
 	}
 	return nil, nil, errPulling
+}
+
+// findOrStart is one round of jobForFile: the running job that pinned the
+// file, or else the job to wait for (one of the repo that is resolving,
+// or a new one started for the file).
+func (p *pullThrough) findOrStart(ctx context.Context, repo, commit, path, want string, dead map[string]bool, started *string) (*jobs.Job, *jobs.PinnedFile, *jobs.Job, error) {
+	mu := p.startLock(repo)
+	mu.Lock()
+	defer mu.Unlock()
+	active, err := p.jobs.Active(ctx)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	var resolving *jobs.Job
+	for _, j := range active {
+		if dead[j.ID] {
+			continue
+		}
+		if j.Pinned == nil {
+			if refRepo(j.Ref) == repo && (resolving == nil || j.Ref == want) {
+				resolving = j
+			}
+			continue
+		}
+		if pinnedFile(j.Pinned, repo, commit, path) == nil {
+			continue
+		}
+		cur, err := p.jobs.Job(ctx, j.ID)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		switch {
+		case cur.State == jobs.Completed:
+			return nil, nil, nil, errLookAgain
+		case cur.State.Final():
+			dead[j.ID] = true
+			continue
+		case cur.Pinned == nil:
+			resolving = cur // a new run of the job; it pins again
+			continue
+		}
+		return cur, pinnedFile(cur.Pinned, repo, commit, path), nil, nil
+	}
+	if resolving != nil {
+		return nil, nil, resolving, nil
+	}
+	if *started != "" {
+		// Our own job pinned files without this one, or ended
+		// without a trace in the listing of active jobs.
+		j, err := p.jobs.Job(ctx, *started)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		return nil, nil, nil, p.ended(want, j)
+	}
+	if err := p.recentFailure(ctx, want); err != nil {
+		return nil, nil, nil, err
+	}
+	j, err := p.jobs.Pull(ctx, want)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	*started = j.ID
+	p.logf("hfserve: pulling %s through from upstream (job %s, %s)", want, j.ID, j.Unit)
+	return nil, nil, j, nil
 }
 
 // ended turns the end of the job pulling want into an answer.

@@ -637,3 +637,47 @@ func onlyTracker(t *testing.T, b *ptBox) *tracker {
 	}
 	return nil
 }
+
+// TestPullThroughConcurrentFirstRequests: requests for both shards of a
+// set arriving together, before any job exists, start one pull, and all
+// of them get their shard.
+func TestPullThroughConcurrentFirstRequests(t *testing.T) {
+	hub := upstream(t)
+	files := ptRepo(hub)
+	b := newPTBox(t, hub, Options{})
+	// Fetch the listing first so that the requests below all reach the
+	// job lookup at once.
+	if resp, _ := do(t, "GET", b.url+"/api/models/org/pt/revision/main", nil, ""); resp.StatusCode != 200 {
+		t.Fatalf("listing: %d", resp.StatusCode)
+	}
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for i := range 8 {
+		f := files[i%2]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			resp, err := client.Get(b.url + "/org/pt/resolve/main/" + f.Path)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer resp.Body.Close()
+			body, err := io.ReadAll(resp.Body)
+			if err != nil || !bytes.Equal(body, f.Data) {
+				errs <- fmt.Errorf("%s: %d bytes, %v", f.Path, len(body), err)
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if s := b.up.started(); len(s) != 1 {
+		t.Errorf("pulls started: %v, want one for the set", s)
+	}
+}
