@@ -136,6 +136,11 @@ func newPTBox(t *testing.T, hub *hubtest.Hub, opts Options) *ptBox {
 	return &ptBox{served: srv, cfg: cfg, up: up}
 }
 
+// writeSlack: hal0-pull writes what it received once it holds 64 KiB of it
+// (internal/pull/fetch.go), so while the hub holds a download at byte n,
+// only n-writeSlack bytes are sure to be on disk, and streamable.
+const writeSlack = 64 << 10
+
 // ptRepo puts a two-shard GGUF set and a README in the hub as org/pt.
 func ptRepo(hub *hubtest.Hub) []hubtest.File {
 	files := hubtest.GenerateGGUFShards("", "pt", "Q4_K_M", 2, 3<<20+777, 11)
@@ -187,9 +192,10 @@ func TestPullThroughStreams(t *testing.T) {
 		c1.Header.Get("X-Linked-Size") != strconv.FormatInt(shard.Size, 10) || c1.Header.Get("X-Repo-Commit") != commit {
 		t.Fatalf("streamed response: %d, length %d, headers %v", c1.StatusCode, c1.ContentLength, c1.Header)
 	}
-	first := make([]byte, at)
+	const n = at - writeSlack
+	first := make([]byte, n)
 	if _, err := io.ReadFull(c1.Body, first); err != nil {
-		t.Fatalf("first %d bytes: %v", at, err)
+		t.Fatalf("first %d bytes: %v", n, err)
 	}
 	<-held
 	// The hub is holding the only download of the file at `at`: nothing
@@ -203,17 +209,17 @@ func TestPullThroughStreams(t *testing.T) {
 		t.Fatalf("HEAD while pulling: %d %d %v", resp.StatusCode, resp.ContentLength, resp.Header)
 	}
 	c2 := get(t, u, nil)
-	second := make([]byte, at)
+	second := make([]byte, n)
 	if _, err := io.ReadFull(c2.Body, second); err != nil {
-		t.Fatalf("second client, first %d bytes: %v", at, err)
+		t.Fatalf("second client, first %d bytes: %v", n, err)
 	}
-	if !bytes.Equal(first, shard.Data[:at]) || !bytes.Equal(second, shard.Data[:at]) {
+	if !bytes.Equal(first, shard.Data[:n]) || !bytes.Equal(second, shard.Data[:n]) {
 		t.Fatal("the streamed prefix differs from the file")
 	}
 	close(hold)
 	for i, c := range []*http.Response{c1, c2} {
 		rest, err := io.ReadAll(c.Body)
-		if err != nil || !bytes.Equal(rest, shard.Data[at:]) {
+		if err != nil || !bytes.Equal(rest, shard.Data[n:]) {
 			t.Fatalf("client %d: rest of the file: %d bytes, %v", i+1, len(rest), err)
 		}
 	}
@@ -349,7 +355,7 @@ func TestPullThroughCorruptAborts(t *testing.T) {
 	if c.StatusCode != 200 || c.ContentLength != shard.Size {
 		t.Fatalf("%d, length %d", c.StatusCode, c.ContentLength)
 	}
-	prefix := make([]byte, at)
+	prefix := make([]byte, at-writeSlack)
 	if _, err := io.ReadFull(c.Body, prefix); err != nil {
 		t.Fatal(err)
 	}
@@ -359,8 +365,8 @@ func TestPullThroughCorruptAborts(t *testing.T) {
 	}
 	close(hold)
 	rest, err := io.ReadAll(c.Body)
-	if !errors.Is(err, io.ErrUnexpectedEOF) || int64(at+len(rest)) >= shard.Size {
-		t.Fatalf("corrupt file: got %d more bytes (%d in all of %d), err %v; want a cut transfer", len(rest), at+len(rest), shard.Size, err)
+	if got := int64(len(prefix) + len(rest)); !errors.Is(err, io.ErrUnexpectedEOF) || got >= shard.Size {
+		t.Fatalf("corrupt file: got %d of %d bytes, err %v; want a cut transfer", got, shard.Size, err)
 	}
 	j := b.up.waitJob(t, b.up.onlyJob(t).ID)
 	if j.State != jobs.Failed || j.ErrorCode != api.CodeChecksum {
@@ -373,27 +379,31 @@ func TestPullThroughCorruptAborts(t *testing.T) {
 }
 
 // TestPullThroughCorruptOnce: the hub corrupts the first download only.
-// The worker discards the file and downloads it again; the client being
-// streamed the corrupt copy is cut off, the job completes, and a retry
-// gets the right file.
+// The worker discards the file and downloads it again; the client that
+// was streamed the corrupt byte is cut off (whether hal0 saw the worker
+// discard the data, or saw the new data, which the bytes it sent do not
+// match), the job completes, and a retry gets the right file.
 func TestPullThroughCorruptOnce(t *testing.T) {
 	hub := upstream(t)
 	shard := ptRepo(hub)[0]
 	hold, held := make(chan struct{}), make(chan struct{})
 	const at = 1<<20 + 1
-	hub.AddFault(hubtest.Fault{Repo: "org/pt", Path: shard.Path, Where: "cdn", Times: 1, StallAt: at, Hold: hold, Held: held, CorruptAt: at + 10})
+	hub.AddFault(hubtest.Fault{Repo: "org/pt", Path: shard.Path, Where: "cdn", Times: 1, StallAt: at, Hold: hold, Held: held, CorruptAt: 1000})
 	b := newPTBox(t, hub, Options{})
 	u := b.url + "/org/pt/resolve/main/" + shard.Path
 	c := get(t, u, nil)
-	prefix := make([]byte, at)
+	prefix := make([]byte, at-writeSlack)
 	if _, err := io.ReadFull(c.Body, prefix); err != nil {
 		t.Fatal(err)
 	}
 	<-held
+	if prefix[1000] == shard.Data[1000] {
+		t.Fatal("the hub's corruption did not reach the stream; the test proves nothing")
+	}
 	close(hold)
 	rest, err := io.ReadAll(c.Body)
-	if err == nil || int64(at+len(rest)) >= shard.Size {
-		t.Fatalf("a stream of the corrupt copy completed: %d bytes, %v", at+len(rest), err)
+	if got := int64(len(prefix) + len(rest)); err == nil || got >= shard.Size {
+		t.Fatalf("a stream with a corrupt byte completed: %d bytes, %v", got, err)
 	}
 	if j := b.up.waitJob(t, b.up.onlyJob(t).ID); j.State != jobs.Completed {
 		t.Fatalf("job: %+v", j)
