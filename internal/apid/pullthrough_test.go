@@ -65,7 +65,8 @@ func pullThroughAPID(t *testing.T, endpoint string, env ...string) (*apiClient, 
 // files once it lets go; the hub sends each byte once. A pull already
 // running from the API is joined rather than repeated. Names upstream
 // lacks get the Hub's 404s, the read token is required, and a pull that
-// fails verification cuts the stream instead of completing it.
+// is cancelled or fails verification cuts the stream instead of
+// completing it.
 func TestPullThroughEmbedded(t *testing.T) {
 	hub, err := hubtest.New(hubtest.Options{})
 	if err != nil {
@@ -178,6 +179,25 @@ func TestPullThroughEmbedded(t *testing.T) {
 		if resp.StatusCode != 404 || resp.Header.Get("X-Error-Code") != code {
 			t.Errorf("%s: %d %q, want 404 %s", path, resp.StatusCode, resp.Header.Get("X-Error-Code"), code)
 		}
+	}
+
+	// A pull cancelled over the API: the stream is cut.
+	cf := hub.AddRepo(hubtest.Repo{ID: "pt/c", Files: hubtest.GenerateGGUFShards("", "c", "Q4_K_M", 1, 2<<20+9, 9)}).Files[0]
+	chold, cheld := make(chan struct{}), make(chan struct{})
+	defer close(chold)
+	hub.AddFault(hubtest.Fault{Repo: "pt/c", Where: "cdn", Times: 1, StallAt: 1 << 20, Hold: chold, Held: cheld})
+	cresp := hfGet(t, "GET", hf+"/pt/c/resolve/main/"+cf.Path, tok)
+	cp := make([]byte, 1<<20-writeSlack)
+	if _, err := io.ReadFull(cresp.Body, cp); err != nil {
+		t.Fatal(err)
+	}
+	<-cheld
+	crf := ref.MustParse("pt/c@" + hub.Repo("pt/c").Commit + "/" + cf.Path)
+	if st := c.cancel(crf); st.State != "cancelled" {
+		t.Fatalf("cancel: %+v", st)
+	}
+	if rest, err := io.ReadAll(cresp.Body); !errors.Is(err, io.ErrUnexpectedEOF) || int64(len(cp)+len(rest)) >= cf.Size {
+		t.Fatalf("stream of a cancelled pull: %d of %d bytes, %v", len(cp)+len(rest), cf.Size, err)
 	}
 
 	// A pull that fails verification: the stream is cut, never complete.
