@@ -64,7 +64,15 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 		Runner: run, Token: cfg.API.Token, AllowedHosts: cfg.API.AllowedHosts, Logf: logf,
 	}
 	if cfg.API.HFServe {
-		hfh := hfserve.New(hfserve.Options{Registry: srv.Registry, Token: cfg.API.HFToken, Logf: logf})
+		opts := hfserve.Options{Registry: srv.Registry, Token: cfg.API.HFToken, Logf: logf,
+			Privileged: srv.Privileged, ServeGated: cfg.API.HFServeGated}
+		if cfg.API.HFPullThrough {
+			// Pulls through /hf/ are ordinary jobs of this API's runner:
+			// hal0-pull@<ref>.service, or child processes in embedded mode.
+			opts.Upstream, opts.Pulls = hfserve.NewHubLister(cfg), srv.PullJobs()
+			logf("/hf/ pulls what it lacks from %s", strings.Join(cfg.Endpoints(), ", "))
+		}
+		hfh := hfserve.New(opts)
 		defer hfh.Close()
 		srv.HF = hfh
 	}

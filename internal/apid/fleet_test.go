@@ -21,13 +21,15 @@ import (
 
 // startProcessAPID runs hal0-apid as a plain process (child-process
 // runner) on a unix socket for its API and a TCP port for /hf/, and
-// returns a client for the socket and the TCP base URL.
-func startProcessAPID(t *testing.T, home, endpoint string) (*apiClient, string) {
+// returns a client for the socket and the TCP base URL. env adds to its
+// environment (and its workers').
+func startProcessAPID(t *testing.T, home, endpoint string, env ...string) (*apiClient, string) {
 	t.Helper()
 	sock := filepath.Join(home, "api.sock")
 	tcp := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	cmd := exec.Command(bins.apid, "--listen", "unix:"+sock+",tcp:"+tcp, "--runner=process", "--pull-bin="+bins.pull)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HAL0_HOME=" + home, "HF_ENDPOINT=" + endpoint, "HAL0_DISK_RESERVE=0", "HF_TOKEN_PATH=/dev/null"}
+	cmd.Env = append(cmd.Env, env...)
 	var out syncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {

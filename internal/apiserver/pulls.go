@@ -125,19 +125,29 @@ func (s *Server) startPull(w http.ResponseWriter, r *http.Request, rf ref.Ref) {
 		}
 	}
 	ctx := r.Context()
-	tmpl := jobs.Job{Ref: rf.String(), Kind: rf.Kind.String(), Unit: rf.Unit(), Runner: s.Runner.Name(),
-		Options: jobs.Options{Endpoint: body.Endpoint, Include: body.Include, Exclude: body.Exclude, Format: body.Format}}
-	j, created, err := s.Jobs.Begin(ctx, tmpl)
+	j, existing, err := s.beginPull(ctx, rf, jobs.Options{Endpoint: body.Endpoint, Include: body.Include, Exclude: body.Exclude, Format: body.Format})
 	if err != nil {
-		writeErr(w, api.Errorf(api.CodeInternal, http.StatusInternalServerError, "create job: %v", err))
+		writeErr(w, err)
 		return
 	}
+	st := s.merge(ctx, j)
+	st.Existing = existing
+	writeJSON(w, http.StatusAccepted, st)
+}
+
+// beginPull starts a pull of rf as a job run by the runner, or returns the
+// job already running for rf (existing). A job whose worker died is taken
+// up again: the engine resumes from the partial data it left. A runner
+// that cannot start the worker leaves the job failed, with the reason.
+func (s *Server) beginPull(ctx context.Context, rf ref.Ref, opts jobs.Options) (*jobs.Job, bool, error) {
+	tmpl := jobs.Job{Ref: rf.String(), Kind: rf.Kind.String(), Unit: rf.Unit(), Runner: s.Runner.Name(), Options: opts}
+	j, created, err := s.Jobs.Begin(ctx, tmpl)
+	if err != nil {
+		return nil, false, api.Errorf(api.CodeInternal, http.StatusInternalServerError, "create job: %v", err)
+	}
 	if !created {
-		st := s.merge(ctx, j)
-		if !st.Final() {
-			st.Existing = true
-			writeJSON(w, http.StatusAccepted, st)
-			return
+		if st := s.merge(ctx, j); !st.Final() {
+			return j, true, nil
 		}
 		// The worker died: take the same job up again. The engine
 		// resumes from the partial data it left.
@@ -149,8 +159,7 @@ func (s *Server) startPull(w http.ResponseWriter, r *http.Request, rf ref.Ref) {
 			return nil
 		})
 		if err != nil {
-			writeErr(w, api.Errorf(api.CodeInternal, http.StatusInternalServerError, "update job: %v", err))
-			return
+			return nil, false, api.Errorf(api.CodeInternal, http.StatusInternalServerError, "update job: %v", err)
 		}
 	}
 	if err := s.Runner.Start(ctx, j); err != nil {
@@ -169,7 +178,7 @@ func (s *Server) startPull(w http.ResponseWriter, r *http.Request, rf ref.Ref) {
 			j = j2
 		}
 	}
-	writeJSON(w, http.StatusAccepted, s.merge(ctx, j))
+	return j, false, nil
 }
 
 func (s *Server) currentJob(w http.ResponseWriter, rf ref.Ref) *jobs.Job {

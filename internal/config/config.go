@@ -108,6 +108,15 @@ type API struct {
 	// Without a token the endpoint is open to whoever reaches the API.
 	HFTokenFile string `toml:"hf_token_file"`
 	HFToken     Secret `toml:"-"`
+	// HFPullThrough makes /hf/ a pull-through mirror: a file that is not
+	// installed is pulled from the configured hub as an ordinary pull job
+	// (hal0-pull@<ref>.service) and streamed to the client while it
+	// downloads. HAL0_HF_PULL_THROUGH overrides it.
+	HFPullThrough bool `toml:"hf_pull_through"`
+	// HFServeGated lets /hf/ serve gated models (their license binds each
+	// user) to every client with the read token, not only to the box's
+	// owner (the unix socket or the admin token).
+	HFServeGated bool `toml:"hf_serve_gated"`
 
 	// JournalDir, when set, is the journal directory slot logs are read
 	// from (journalctl --directory) instead of the system journal: for a

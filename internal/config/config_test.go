@@ -255,3 +255,25 @@ func TestAPIToken(t *testing.T) {
 		t.Fatal("missing configured token file accepted")
 	}
 }
+
+// TestHFPullThroughAndGated: both /hf/ switches are off by default, come
+// from [api] in hal0.toml, and HAL0_HF_PULL_THROUGH overrides the file.
+func TestHFPullThroughAndGated(t *testing.T) {
+	home := t.TempDir()
+	c, err := LoadEnv(envMap(map[string]string{"HAL0_HOME": home}))
+	if err != nil || c.API.HFPullThrough || c.API.HFServeGated {
+		t.Fatalf("defaults: %+v %v", c.API, err)
+	}
+	writeConfig(t, home, "[api]\nhf_pull_through = true\nhf_serve_gated = true\n")
+	c, err = LoadEnv(envMap(map[string]string{"HAL0_HOME": home}))
+	if err != nil || !c.API.HFPullThrough || !c.API.HFServeGated {
+		t.Fatalf("from the file: %+v %v", c.API, err)
+	}
+	c, err = LoadEnv(envMap(map[string]string{"HAL0_HOME": home, "HAL0_HF_PULL_THROUGH": "0"}))
+	if err != nil || c.API.HFPullThrough {
+		t.Fatalf("HAL0_HF_PULL_THROUGH=0: %+v %v", c.API, err)
+	}
+	if _, err = LoadEnv(envMap(map[string]string{"HAL0_HOME": home, "HAL0_HF_PULL_THROUGH": "maybe"})); err == nil || !strings.Contains(err.Error(), "HAL0_HF_PULL_THROUGH") {
+		t.Fatalf("bad value: %v", err)
+	}
+}

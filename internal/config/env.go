@@ -53,6 +53,11 @@ var envVars = []struct {
 		c.API.Listen = strings.Split(v, ",")
 		return nil
 	}},
+	{"HAL0_HF_PULL_THROUGH", "1 makes /hf/ pull what it lacks from the hub", func(c *Config, v string) error {
+		b, err := parseBool(v)
+		c.API.HFPullThrough = b
+		return err
+	}},
 	{"HF_ENDPOINT", "Hugging Face endpoint", func(c *Config, v string) error { c.HF.Endpoint = strings.TrimRight(v, "/"); return nil }},
 	{"HF_HUB_OFFLINE", "1 forbids network access", func(c *Config, v string) error {
 		b, err := parseBool(v)

@@ -84,7 +84,7 @@ type siblingLFS struct {
 // serveInfo answers /api/models/{repo}[/revision/{rev}]: what a client
 // needs to pin the commit (sha) and pick files (siblings).
 func (h *Handler) serveInfo(w http.ResponseWriter, r *http.Request, repo, rev string) {
-	_, s, ok := h.lookup(r.Context(), w, repo, rev, "")
+	_, s, ok := h.lookup(r.Context(), w, repo, rev)
 	if !ok {
 		return
 	}
@@ -127,7 +127,7 @@ func (h *Handler) serveInfo(w http.ResponseWriter, r *http.Request, repo, rev st
 		"author":       author,
 		"sha":          s.commit,
 		"private":      false,
-		"gated":        false,
+		"gated":        gatedJSON(s.gated),
 		"disabled":     false,
 		"downloads":    0,
 		"likes":        0,
@@ -152,6 +152,14 @@ func (h *Handler) serveInfo(w http.ResponseWriter, r *http.Request, repo, rev st
 		out = keep
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// gatedJSON is the Hub's "gated" field: false, or "auto"/"manual".
+func gatedJSON(g string) any {
+	if g == "" {
+		return false
+	}
+	return g
 }
 
 func fmtTime(t time.Time) string {
@@ -204,7 +212,7 @@ func (h *Handler) serveTree(w http.ResponseWriter, r *http.Request, repo string,
 		return
 	}
 	dir = strings.Trim(dir, "/")
-	_, s, ok := h.lookup(r.Context(), w, repo, rev, "")
+	_, s, ok := h.lookup(r.Context(), w, repo, rev)
 	if !ok {
 		return
 	}
@@ -276,7 +284,7 @@ const maxPathsInfoBody = 1 << 20
 // form body (paths=a&paths=b, as huggingface_hub sends) or JSON
 // ({"paths":[...]} as @huggingface/hub sends). Missing paths are left out.
 func (h *Handler) servePathsInfo(w http.ResponseWriter, r *http.Request, repo, rev string) {
-	_, s, ok := h.lookup(r.Context(), w, repo, rev, "")
+	_, s, ok := h.lookup(r.Context(), w, repo, rev)
 	if !ok {
 		return
 	}
@@ -343,7 +351,7 @@ type refJSON struct {
 // they say otherwise (refs/tags/…, refs/pr/N): hal0 does not record
 // whether a name was a branch or a tag.
 func (h *Handler) serveRefs(w http.ResponseWriter, r *http.Request, repo string) {
-	ri, main, ok := h.lookup(r.Context(), w, repo, "main", "")
+	ri, main, ok := h.lookup(r.Context(), w, repo, "main")
 	if !ok {
 		return
 	}

@@ -40,33 +40,58 @@ func (h *Handler) serveFile(w http.ResponseWriter, r *http.Request, repo string,
 		hfError(w, http.StatusBadRequest, "", "Bad path encoding")
 		return
 	}
-	_, s, ok := h.lookup(r.Context(), w, repo, rev, name)
-	if !ok {
-		return
+	// A pull-through file that finished installing while a request waited
+	// for it is looked up again, now in the store.
+	for attempt := 0; ; attempt++ {
+		_, s, ok := h.lookup(r.Context(), w, repo, rev)
+		if !ok {
+			return
+		}
+		// Every answer past this point carries the commit, 404s included:
+		// clients cache "absent at this commit" from it.
+		w.Header().Set("X-Repo-Commit", s.commit)
+		f := s.files[name]
+		if f == nil {
+			hfError(w, http.StatusNotFound, codeEntryNotFound, fmt.Sprintf("Entry not found: %s does not exist at %s", name, s.commit))
+			return
+		}
+		if h.gatedRefused(w, r, repo, s) {
+			return
+		}
+		if raw && f.lfs {
+			// git stores the LFS pointer, and /raw serves what git stores:
+			// known from the listing, whether or not the file is here.
+			hdr := w.Header()
+			hdr.Set("Content-Disposition", contentDisposition(f.path))
+			hdr.Set("ETag", `"`+f.blobID+`"`)
+			hdr.Set("Content-Type", "text/plain; charset=utf-8")
+			http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(f.pointer))
+			return
+		}
+		if len(f.copies) > 0 {
+			h.serveStored(w, r, f, raw)
+			return
+		}
+		if h.pt == nil || attempt == maxLookups {
+			// Listed upstream, and a pull for it finished, yet not installed.
+			w.Header().Set("Retry-After", "15")
+			hfError(w, http.StatusBadGateway, "", "hal0 pulled "+f.path+" from its upstream hub but it is still not installed; see the server log")
+			return
+		}
+		if !h.serveFromPull(w, r, repo, s.commit, f, raw) {
+			return
+		}
 	}
-	// Every answer past this point carries the commit, 404s included:
-	// clients cache "absent at this commit" from it.
-	w.Header().Set("X-Repo-Commit", s.commit)
-	f := s.files[name]
-	if f == nil {
-		hfError(w, http.StatusNotFound, codeEntryNotFound, fmt.Sprintf("Entry not found: %s does not exist at %s", name, s.commit))
-		return
-	}
-	if len(f.copies) == 0 {
-		// Listed upstream, and a pull for it finished, yet not installed.
-		w.Header().Set("Retry-After", "15")
-		hfError(w, http.StatusBadGateway, "", "hal0 pulled "+f.path+" from its upstream hub but it is still not installed; see the server log")
-		return
-	}
+}
+
+// maxLookups bounds how often one request looks a file up again after the
+// pull it followed ended.
+const maxLookups = 3
+
+// serveStored sends an installed file from the store.
+func (h *Handler) serveStored(w http.ResponseWriter, r *http.Request, f *file, raw bool) {
 	hdr := w.Header()
 	hdr.Set("Content-Disposition", contentDisposition(f.path))
-	if raw && f.lfs {
-		// git stores the LFS pointer, and /raw serves what git stores.
-		hdr.Set("ETag", `"`+f.blobID+`"`)
-		hdr.Set("Content-Type", "text/plain; charset=utf-8")
-		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(f.pointer))
-		return
-	}
 	fh, err := h.open(f)
 	if err != nil {
 		var nf *notFoundError

@@ -45,6 +45,7 @@ type tmodel struct {
 	installed             time.Time
 	files                 []tfile
 	source                string // default "hf"
+	gated                 string
 }
 
 // add writes the model's files under root/<id> and its registry entry. It
@@ -53,7 +54,7 @@ func (s *store) add(m tmodel) string {
 	s.t.Helper()
 	dir := filepath.Join(s.root, "local", strings.NewReplacer("/", "_", ":", "_", "@", "_").Replace(m.id))
 	entry := &registry.Model{ID: m.id, Name: m.id, Path: dir, Dir: dir, Source: m.source, HFRepo: m.repo,
-		Revision: m.rev, Commit: m.commit, Format: "dir", InstalledAt: m.installed.UTC().Format(time.RFC3339)}
+		Revision: m.rev, Commit: m.commit, Format: "dir", InstalledAt: m.installed.UTC().Format(time.RFC3339), Gated: m.gated}
 	if entry.Source == "" {
 		entry.Source = "hf"
 	}

@@ -1,6 +1,7 @@
 package hfserve
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -155,61 +156,61 @@ func TestHal0PullsFromHal0(t *testing.T) {
 	sameModels(t, a, c, hub)
 }
 
-// TestPullThroughEngine: box A has nothing and lists the hub's repo; box
-// B pulls a quant from A, whose engine pulls exactly that shard set from
-// the hub and serves it, and B's engine verifies it as usual. Boxes C and
-// D then pull another quant and another repo at the same time.
-func TestPullThroughEngine(t *testing.T) {
+// TestPullThroughFleet: box A has nothing and pulls through from the hub.
+// Box B pulls a quant from A with hal0's engine (parallel byte ranges,
+// verified as usual) while a plain client downloads the first shard from
+// A at the same time. A pulls the shard set once, as one job, and the hub
+// sends each byte once; B, the client and A end with identical files.
+func TestPullThroughFleet(t *testing.T) {
 	hub := upstream(t)
-	cfgA, _ := box(t, hub.URL)
-	srv := serve(t, Options{Registry: registry.Open(cfgA.Paths.RegistryFile()),
-		Upstream: NewEnginePuller(func() *pull.Engine { return engine(cfgA) }), PullWait: 2 * time.Minute})
-
-	_, engB := box(t, srv.url)
-	b := pullAll(t, engB, []string{"demo/m:Q4_K_M"})
-	regA, err := registry.Open(cfgA.Paths.RegistryFile()).Load()
-	if err != nil {
-		t.Fatal(err)
+	a := newPTBox(t, hub, Options{})
+	_, engB := box(t, a.url)
+	want := map[string]hubtest.File{}
+	for _, f := range hub.Repo("demo/m").Files {
+		want[f.Path] = f
 	}
-	// B's first shard request pulled the shard set on A; the requests for
-	// the other shards waited for that pull instead of starting their own.
-	if len(regA.Models) != 1 {
-		t.Fatalf("box A installed %d models, want one shard set: %v", len(regA.Models), regA.List())
-	}
-	a := map[string]*registry.Model{"demo/m:Q4_K_M": regA.List()[0]}
-	sameModels(t, a, b, hub)
-	// Each byte came from the hub once.
-	if got, want := hub.Stats().Bytes, a["demo/m:Q4_K_M"].SizeBytes; got != want {
-		t.Errorf("hub sent %d bytes for %d", got, want)
-	}
-
-	// Two boxes at once, one wanting another quant of demo/m, one another
-	// repo: A runs both pulls concurrently, each shard set exactly once.
-	hub.ResetStats()
-	_, engC := box(t, srv.url)
-	_, engD := box(t, srv.url)
-	var c, d map[string]*registry.Model
+	first := "Q4_K_M/m-Q4_K_M-00001-of-00003.gguf"
 	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); c = pullAll(t, engC, []string{"demo/m:Q8_0"}) }()
-	go func() { defer wg.Done(); d = pullAll(t, engD, []string{"org/st"}) }()
+	var plain []byte
+	var plainErr error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		resp, err := client.Get(a.url + "/demo/m/resolve/main/" + first)
+		if err != nil {
+			plainErr = err
+			return
+		}
+		defer resp.Body.Close()
+		plain, plainErr = io.ReadAll(resp.Body)
+	}()
+	b := pullAll(t, engB, []string{"demo/m:Q4_K_M"})["demo/m:Q4_K_M"]
 	wg.Wait()
-	if c == nil || d == nil {
-		t.FailNow()
+	if plainErr != nil || !bytes.Equal(plain, want[first].Data) {
+		t.Fatalf("plain client: %d bytes, %v", len(plain), plainErr)
 	}
-	if len(c["demo/m:Q8_0"].Files) != 2 || len(d["org/st"].Files) != 6 {
-		t.Fatalf("through pull-through: %+v, %+v", c["demo/m:Q8_0"].Files, d["org/st"].Files)
+	if len(b.Files) != 3 {
+		t.Fatalf("box B: %+v", b.Files)
 	}
-	// Every file came from the hub, LFS files exactly once. A small file
-	// may come twice: pulls are by path, and a shard-set pull also brings
-	// the index that an earlier pull of the index alone fetched.
-	st := hub.Stats()
-	for _, m := range []*registry.Model{c["demo/m:Q8_0"], d["org/st"]} {
-		for _, f := range m.Files {
-			got := st.File(m.HFRepo, f.Path).Bytes
-			if f.GitOID == "" && got != f.Size || got < f.Size || got > 2*f.Size {
-				t.Errorf("%s %s: hub sent %d bytes for %d", m.HFRepo, f.Path, got, f.Size)
-			}
+	for _, f := range b.Files {
+		if up := want[f.Path]; up.SHA256 != f.SHA256 || fileSHA(t, filepath.Join(b.Dir, f.Path)) != up.SHA256 {
+			t.Errorf("box B: %s differs from upstream", f.Path)
+		}
+		if got := hub.Stats().File("demo/m", f.Path).Bytes; got != f.Size {
+			t.Errorf("hub sent %d bytes of %s for %d", got, f.Path, f.Size)
+		}
+	}
+	if s := a.up.started(); len(s) != 1 {
+		t.Fatalf("box A started pulls %v, want one (the shard set)", s)
+	}
+	a.up.waitJob(t, a.up.onlyJob(t).ID)
+	regA, err := registry.Open(a.cfg.Paths.RegistryFile()).Load()
+	if err != nil || len(regA.Models) != 1 {
+		t.Fatalf("box A's registry: %v %v", regA, err)
+	}
+	for _, f := range regA.List()[0].Files {
+		if fileSHA(t, filepath.Join(regA.List()[0].Dir, f.Path)) != want[f.Path].SHA256 {
+			t.Errorf("box A: %s differs from upstream", f.Path)
 		}
 	}
 }

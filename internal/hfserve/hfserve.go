@@ -17,11 +17,16 @@
 // differs from the registry, or that resolves outside its model directory,
 // is refused rather than served.
 //
-// Optionally (Options.Upstream) the endpoint is a pull-through mirror: what
-// a client asks for and the store lacks is pulled from upstream with
-// hal0's engine (same verification), then served. The pull finishes before
-// the first byte goes out; streaming a file while it downloads is not
-// done (see PullThrough).
+// Optionally (Options.Upstream and Options.Pulls) the endpoint is a
+// pull-through mirror: listings come from the upstream hub, and a file
+// that is not installed is pulled as an ordinary pull job (in hal0-apid:
+// hal0-pull@<ref>.service, or a child process in embedded mode) and
+// streamed to clients while it downloads. A streamed response announces
+// the final size and hash, sends what the worker has written as it grows,
+// and withholds its last byte until the whole file hashed to the pinned
+// hash and the bytes sent match the bytes hashed; otherwise the
+// connection is cut, so a client sees a truncated transfer, never a
+// complete wrong file (see stream.go).
 package hfserve
 
 import (
@@ -51,14 +56,25 @@ type Options struct {
 	// are ignored (clients routinely send their huggingface.co token to
 	// whatever HF_ENDPOINT is).
 	Token config.Secret
-	// Upstream, when set, turns on pull-through: a request for a repo,
-	// revision or file that is not installed pulls it first. If it also
-	// implements Lister (EnginePuller does), listings are upstream's.
-	Upstream PullThrough
-	// PullWait is how long a request waits for a pull-through pull before
-	// answering 503 with Retry-After (the pull goes on in the background).
-	// The default, 8s, stays below huggingface_hub's 10 s metadata
-	// timeout, so its HEAD gets an answer it retries instead of a timeout.
+	// Privileged, when set, says whether a request comes from the box's
+	// owner (hal0-apid: over the unix socket, or with the admin token).
+	// Such requests need no read token and may download gated models.
+	Privileged func(*http.Request) bool
+	// ServeGated serves gated models (pulled from a repo whose license
+	// each user must accept) to every client with access; by default only
+	// privileged requests get their files, others 403 GatedRepo.
+	ServeGated bool
+	// Upstream and Pulls, both set, turn on pull-through: listings are
+	// Upstream's, and a listed file that is not installed is pulled by a
+	// job that Pulls starts, and streamed while it downloads. Either
+	// alone does nothing.
+	Upstream Lister
+	Pulls    Puller
+	// PullWait is how long a request waits for an upstream listing, or for
+	// a pull-through job to pin its files, before answering 503 with
+	// Retry-After (the pull goes on). The default, 8s, stays below
+	// huggingface_hub's 10 s metadata timeout, so its HEAD gets an answer
+	// it retries instead of a timeout.
 	PullWait time.Duration
 	// PageSize is how many entries a tree listing returns per page before
 	// it paginates with a Link header (default 1000, as the Hub).
@@ -79,7 +95,7 @@ type Handler struct {
 	idx    *index
 	idxKey statKey
 
-	pulls *puller
+	pt    *pullThrough
 	lists listings
 }
 
@@ -101,18 +117,22 @@ func New(opts Options) *Handler {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.Upstream == nil || opts.Pulls == nil {
+		opts.Upstream, opts.Pulls = nil, nil
+	}
 	h := &Handler{opts: opts, prefix: opts.Prefix}
-	if opts.Upstream != nil {
-		h.pulls = newPuller(opts.Upstream, opts.Now, h.logf)
+	if opts.Pulls != nil {
+		h.pt = newPullThrough(opts.Pulls, opts.Now, h.logf)
 	}
 	return h
 }
 
-// Close cancels pull-through pulls still running in the background and
-// waits for them to return. Requests in flight are not affected.
+// Close ends the streams of files still downloading (their clients see
+// an aborted transfer) and waits for their followers to stop. The pulls
+// themselves go on: they are jobs of their own.
 func (h *Handler) Close() {
-	if h.pulls != nil {
-		h.pulls.close()
+	if h.pt != nil {
+		h.pt.close()
 	}
 }
 
@@ -156,7 +176,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // authorized checks the read token and answers 401 itself when it fails,
 // in the Hub's words so that clients print their usual advice.
 func (h *Handler) authorized(w http.ResponseWriter, r *http.Request) bool {
-	if !h.opts.Token.IsSet() {
+	if !h.opts.Token.IsSet() || h.privileged(r) {
 		return true
 	}
 	v := r.Header.Values("Authorization")
@@ -176,46 +196,44 @@ func (h *Handler) authorized(w http.ResponseWriter, r *http.Request) bool {
 	return true
 }
 
-// lookup finds repo at rev in the current index, pulling it through from
-// upstream when it is missing and pull-through is on. It answers the
-// request itself (error, 503 while pulling) when it returns ok=false.
-func (h *Handler) lookup(ctx context.Context, w http.ResponseWriter, repo, rev, path string) (*repoIndex, *snapshot, bool) {
-	if l, ok := h.opts.Upstream.(Lister); ok {
-		return h.lookupUpstream(ctx, w, l, repo, rev, path)
+func (h *Handler) privileged(r *http.Request) bool {
+	return h.opts.Privileged != nil && h.opts.Privileged(r)
+}
+
+// gatedRefused answers 403 GatedRepo for a file of a gated repo that this
+// request may not have, and reports whether it did.
+func (h *Handler) gatedRefused(w http.ResponseWriter, r *http.Request, repo string, s *snapshot) bool {
+	if s.gated == "" || h.opts.ServeGated || h.privileged(r) {
+		return false
 	}
-	deadline := time.Now().Add(h.opts.PullWait)
-	for round, owned := 0, 0; ; round++ {
-		idx, err := h.index()
-		if err != nil {
-			h.logf("hfserve: %v", err)
-			hfError(w, http.StatusInternalServerError, "", "hal0's model registry cannot be read; see the server log")
-			return nil, nil, false
-		}
-		ri := idx.repos[repo]
-		var snap *snapshot
-		if ri != nil {
-			snap = ri.resolve(rev)
-		}
-		missing := ri == nil || snap == nil || path != "" && snap.files[path] == nil
-		if !missing || h.pulls == nil || owned == maxOwnPulls || round == maxRounds {
-			switch {
-			case ri == nil:
-				hfError(w, http.StatusNotFound, codeRepoNotFound, "Repository not found")
-				return nil, nil, false
-			case snap == nil:
-				hfError(w, http.StatusNotFound, codeRevisionNotFound, "Invalid rev id: "+rev)
-				return nil, nil, false
-			}
-			return ri, snap, true
-		}
-		again, own := h.pullThrough(ctx, w, PullRequest{Repo: repo, Revision: rev, Path: path}, deadline)
-		if !again {
-			return nil, nil, false
-		}
-		if own {
-			owned++
-		}
+	hfError(w, http.StatusForbidden, codeGatedRepo, "Access to model "+repo+" is restricted: it is a gated model, whose license each user accepts on Hugging Face, and this hal0 box does not pass it on (its owner can allow it with api.hf_serve_gated = true)")
+	return true
+}
+
+// lookup finds repo at rev: in the index, or with pull-through in
+// upstream's listing merged with the index. It answers the request itself
+// (an error, 503 while upstream is slow) when it returns ok=false.
+func (h *Handler) lookup(ctx context.Context, w http.ResponseWriter, repo, rev string) (*repoIndex, *snapshot, bool) {
+	if h.opts.Upstream != nil {
+		return h.lookupUpstream(ctx, w, repo, rev)
 	}
+	idx, err := h.index()
+	if err != nil {
+		h.logf("hfserve: %v", err)
+		hfError(w, http.StatusInternalServerError, "", "hal0's model registry cannot be read; see the server log")
+		return nil, nil, false
+	}
+	ri := idx.repos[repo]
+	if ri == nil {
+		hfError(w, http.StatusNotFound, codeRepoNotFound, "Repository not found")
+		return nil, nil, false
+	}
+	snap := ri.resolve(rev)
+	if snap == nil {
+		hfError(w, http.StatusNotFound, codeRevisionNotFound, "Invalid rev id: "+rev)
+		return nil, nil, false
+	}
+	return ri, snap, true
 }
 
 // repoID joins two escaped segments into "org/name".

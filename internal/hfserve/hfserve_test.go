@@ -558,3 +558,38 @@ func TestRegistryChanges(t *testing.T) {
 		t.Fatalf("main %q, old commit %q", body, bodyOld)
 	}
 }
+
+// TestGated: a model pulled from a gated repo is listed (with its gated
+// field) but its files are refused with the Hub's GatedRepo, unless the
+// request is privileged (the box's owner) or ServeGated is set.
+func TestGated(t *testing.T) {
+	s := newStore(t)
+	w := data("w", 300)
+	s.add(tmodel{id: "org/g", repo: "org/g", commit: c1, rev: "main", installed: day(1), gated: "manual", files: []tfile{{"w.gguf", w, true}}})
+	// hal0-apid's rule (the unix socket or the admin token) is tested in
+	// internal/apid; here a header stands for it.
+	owner := func(r *http.Request) bool { return r.Header.Get("X-Test-Owner") == "1" }
+	tok := "hf_" + strings.Repeat("r", 34)
+	srv := serve(t, Options{Registry: s.reg, Token: config.NewSecret(tok), Privileged: owner})
+	auth := map[string]string{"Authorization": "Bearer " + tok}
+	resp, body := do(t, "GET", srv.url+"/api/models/org/g", auth, "")
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"gated":"manual"`) {
+		t.Fatalf("info: %d %s", resp.StatusCode, body)
+	}
+	for _, m := range []string{"GET", "HEAD"} {
+		resp, _ = do(t, m, srv.url+"/org/g/resolve/main/w.gguf", auth, "")
+		if resp.StatusCode != 403 || resp.Header.Get("X-Error-Code") != "GatedRepo" {
+			t.Fatalf("%s with the read token: %d %q", m, resp.StatusCode, resp.Header.Get("X-Error-Code"))
+		}
+	}
+	// The owner needs no read token and gets the file.
+	resp, body = do(t, "GET", srv.url+"/org/g/resolve/main/w.gguf", map[string]string{"X-Test-Owner": "1"}, "")
+	if resp.StatusCode != 200 || !bytes.Equal(body, w) {
+		t.Fatalf("owner: %d, %d bytes", resp.StatusCode, len(body))
+	}
+	srv = serve(t, Options{Registry: s.reg, Token: config.NewSecret(tok), ServeGated: true})
+	resp, body = do(t, "GET", srv.url+"/org/g/resolve/main/w.gguf", auth, "")
+	if resp.StatusCode != 200 || !bytes.Equal(body, w) {
+		t.Fatalf("ServeGated: %d, %d bytes", resp.StatusCode, len(body))
+	}
+}

@@ -38,6 +38,7 @@ type snapshot struct {
 	installed time.Time // newest install among its registry entries
 	created   time.Time // oldest
 	license   string
+	gated     string // "auto" or "manual" when upstream gates the repo
 	files     map[string]*file
 	dirs      map[string]string // directory ("" = root) -> git tree oid over the served files
 	list      []treeEntry       // files and directories, sorted by path
@@ -169,6 +170,9 @@ func buildIndex(reg *registry.Registry, logf func(string, ...any)) *index {
 		}
 		if s.license == "" {
 			s.license = m.License
+		}
+		if s.gated == "" {
+			s.gated = m.Gated
 		}
 		for _, rf := range m.Files {
 			f, err := newFile(rf)

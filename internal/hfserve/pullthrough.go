@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"net/http"
 	"strconv"
 	"strings"
@@ -11,187 +12,291 @@ import (
 	"time"
 
 	"github.com/hal0ai/hal0/internal/api"
-	"github.com/hal0ai/hal0/internal/pull"
-	"github.com/hal0ai/hal0/internal/ref"
+	"github.com/hal0ai/hal0/internal/jobs"
 )
 
-// PullThrough fetches what a client asked for from an upstream hub into
-// the store that the handler serves (and records it in the registry).
-// The handler waits for Pull to return before it serves anything: a
-// client gets its first byte only after the whole pull was verified and
-// installed (up to Options.PullWait; after that it gets 503 and retries).
-// Errors should be *api.Error with hal0's pull codes, as the pull engine
-// returns them: not-found and gated codes are passed on to the client as
-// the Hub's X-Error-Code, anything else becomes a 502.
-type PullThrough interface {
-	Pull(ctx context.Context, req PullRequest) error
+// Puller starts pull jobs and reports on them. hal0-apid's is
+// apiserver.PullJobs: the job records and the runner that
+// POST /api/models/{id}/pull uses, so a pull-through pull is an ordinary
+// pull (hal0-pull@<ref>.service, `hal0 pull status`, cancel), and one
+// already running for a ref is joined, not started twice.
+type Puller interface {
+	// Pull starts a pull of ref, or returns the job running for it.
+	Pull(ctx context.Context, ref string) (*jobs.Job, error)
+	// Job returns a job's record with its state as the API reports it (a
+	// worker that died makes the job failed).
+	Job(ctx context.Context, id string) (*jobs.Job, error)
+	// Active returns the records of the jobs that are queued or running.
+	Active(ctx context.Context) ([]*jobs.Job, error)
+	// Current returns the newest job of ref (as Job does), or
+	// jobs.ErrNotFound.
+	Current(ctx context.Context, ref string) (*jobs.Job, error)
 }
 
-// PullRequest is what a request missed.
-type PullRequest struct {
-	Repo     string // "org/name"
-	Revision string // as the client spelt it: main, HEAD, a tag, a commit, refs/pr/N
-	// Path is the file the client asked for, or "" for repo-level
-	// requests (info, tree, paths-info, refs).
-	Path string
-}
-
-// EnginePuller pulls with hal0's engine in this process. A request for a
-// file pulls that file (a GGUF shard brings its whole set, and the quant's
-// mmproj); a repo-level request pulls what `hal0 model pull org/name`
-// would (the default quant of a GGUF repo, else every file). It also
-// implements Lister, so listings come from upstream.
-type EnginePuller struct {
-	newEngine func() *pull.Engine
-	lister    *pull.Engine
-}
-
-// NewEnginePuller returns a puller that builds an engine with newEngine
-// for each pull: a pull.Engine holds the state of the pull it runs, and
-// pulls of different repos run at once. The engine must install into the
-// registry that the Handler serves.
-func NewEnginePuller(newEngine func() *pull.Engine) *EnginePuller {
-	return &EnginePuller{newEngine: newEngine, lister: newEngine()}
-}
-
-// Pull implements PullThrough.
-func (p *EnginePuller) Pull(ctx context.Context, req PullRequest) error {
-	s := req.Repo
-	if rev := req.Revision; rev != "" && rev != "main" && rev != "HEAD" {
-		s += "@" + rev
-	}
-	if req.Path != "" {
-		s += "/" + req.Path
-	}
-	rf, err := ref.Parse(s)
-	if err != nil {
-		// Names hal0 cannot even spell cannot be upstream either.
-		code := api.CodeEntryNotFound
-		switch {
-		case req.Path == "" && req.Revision != "":
-			code = api.CodeRevisionNotFound
-		case req.Path == "":
-			code = api.CodeRepoNotFound
-		}
-		return api.Errorf(code, 0, "%v", err)
-	}
-	_, err = p.newEngine().Pull(ctx, pull.Request{Ref: rf})
-	return err
-}
-
-// Negative results are remembered so that clients probing for optional
-// files (transformers asks for a dozen that most repos lack) do not turn
-// every probe into an upstream round trip.
+// A failed pull is answered from its job record for a while, so that a
+// client retrying a file whose pull failed does not start a pull per
+// retry.
 const (
 	definiteTTL  = 5 * time.Minute  // not found, gated: the answer will not change soon
 	transientTTL = 15 * time.Second // network trouble: let the next retry try again
 )
 
-// puller runs at most one pull per repo, in the background: the pull
-// outlives the request that started it, so a client that gives up (or
-// gets a 503) does not waste the download, and the next request finds
-// the files installed.
-type puller struct {
-	up   PullThrough
+// How often a request waiting for a job to pin its files looks at it.
+const pinPoll = 50 * time.Millisecond
+
+// pullThrough is the handler's state for pull-through: the followers of
+// files being streamed.
+type pullThrough struct {
+	jobs Puller
 	now  func() time.Time
 	logf func(string, ...any)
 
-	ctx    context.Context
+	ctx    context.Context // ends followers on Close
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu      sync.Mutex
-	running map[string]*pullRun // by repo
-	recent  map[PullRequest]result
+	mu       sync.Mutex
+	trackers map[trackerKey]*tracker
+
+	// starting serialises, per repo (striped), looking for a job that has
+	// a file and starting one: requests for two shards of one set that
+	// arrive together must not start two pulls of the set.
+	starting [64]sync.Mutex
 }
 
-type pullRun struct {
-	req  PullRequest
-	done chan struct{}
-	err  error
+func (p *pullThrough) startLock(repo string) *sync.Mutex {
+	h := fnv.New32a()
+	h.Write([]byte(repo))
+	return &p.starting[h.Sum32()%uint32(len(p.starting))]
 }
 
-type result struct {
-	err error
-	at  time.Time
-}
-
-func newPuller(up PullThrough, now func() time.Time, logf func(string, ...any)) *puller {
+func newPullThrough(p Puller, now func() time.Time, logf func(string, ...any)) *pullThrough {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &puller{up: up, now: now, logf: logf, ctx: ctx, cancel: cancel,
-		running: map[string]*pullRun{}, recent: map[PullRequest]result{}}
+	return &pullThrough{jobs: p, now: now, logf: logf, ctx: ctx, cancel: cancel, trackers: map[trackerKey]*tracker{}}
 }
 
-func (p *puller) close() {
+func (p *pullThrough) close() {
 	p.cancel()
 	p.wg.Wait()
 }
 
-// errPulling means the pull is still running after the wait.
+// errPulling means the wait for upstream (a listing, a job to pin its
+// files) ran out; the work goes on.
 var errPulling = errors.New("pull in progress")
 
-// await makes sure a pull for req has finished (its own, or one of the
-// same repo that was already running, which may well have brought what req
-// needs; own says which), waiting at most wait. A recent result for the
-// same request is returned without pulling again, as if it were its own.
-func (p *puller) await(ctx context.Context, req PullRequest, wait time.Duration) (own bool, err error) {
-	p.mu.Lock()
-	if res, ok := p.recent[req]; ok {
-		ttl := definiteTTL
-		if res.err != nil && !definite(res.err) {
-			ttl = transientTTL
-		}
-		if p.now().Sub(res.at) < ttl {
-			p.mu.Unlock()
-			return true, res.err
-		}
-		delete(p.recent, req)
-	}
-	run := p.running[req.Repo]
-	own = run == nil
-	if own {
-		run = &pullRun{req: req, done: make(chan struct{})}
-		p.running[req.Repo] = run
-		p.wg.Add(1)
-		go p.run(run)
-	}
-	p.mu.Unlock()
+// errLookAgain means the job that had the file ended (installed it, or
+// failed after someone else's pull brought it): the store has the answer.
+var errLookAgain = errors.New("look again")
 
-	t := time.NewTimer(max(wait, 0))
-	defer t.Stop()
-	select {
-	case <-run.done:
-	case <-t.C:
-		return own, errPulling
-	case <-ctx.Done():
-		return own, ctx.Err()
+// pullRef is the ref of a pull-through pull of one file: pinned to the
+// commit the listing named, so that a branch moving meanwhile cannot mix
+// two commits' files. A GGUF shard brings its whole set.
+func pullRef(repo, commit, path string) string { return repo + "@" + commit + "/" + path }
+
+// jobForFile returns a running job that has pinned path of repo at
+// commit, starting a pull of that file when none has. It waits (until
+// deadline) for jobs of the repo that are still resolving, which may well
+// bring the file, before it starts one of its own.
+func (p *pullThrough) jobForFile(ctx context.Context, repo, commit, path string, deadline time.Time) (*jobs.Job, *jobs.PinnedFile, error) {
+	want := pullRef(repo, commit, path)
+	dead := map[string]bool{} // jobs found ended this call
+	started := ""
+	for round := 0; round < 8; round++ {
+		j, pf, resolving, err := p.findOrStart(ctx, repo, commit, path, want, dead, &started)
+		if j != nil || err != nil {
+			return j, pf, err
+		}
+		j, err = p.waitPinned(ctx, resolving.ID, deadline)
+		if err != nil {
+			return nil, nil, err
+		}
+		if j.State.Final() {
+			dead[j.ID] = true
+			if j.Ref == want || j.ID == started {
+				return nil, nil, p.ended(want, j)
+			}
+			if j.State == jobs.Completed {
+				return nil, nil, errLookAgain // it may have installed the file
+			}
+		}
 	}
-	if own {
-		return true, run.err
-	}
-	// Someone else's pull finished: the caller looks again, and comes
-	// back here to pull its own request if that was not enough.
-	return false, nil
+	return nil, nil, errPulling
 }
 
-func (p *puller) run(r *pullRun) {
-	defer p.wg.Done()
-	start := p.now()
-	err := p.up.Pull(p.ctx, r.req)
+// findOrStart is one round of jobForFile: the running job that pinned the
+// file, or else the job to wait for (one of the repo that is resolving,
+// or a new one started for the file).
+func (p *pullThrough) findOrStart(ctx context.Context, repo, commit, path, want string, dead map[string]bool, started *string) (*jobs.Job, *jobs.PinnedFile, *jobs.Job, error) {
+	mu := p.startLock(repo)
+	mu.Lock()
+	defer mu.Unlock()
+	active, err := p.jobs.Active(ctx)
 	if err != nil {
-		p.logf("hfserve: pull-through of %s@%s %s failed after %v: %v", r.req.Repo, r.req.Revision, r.req.Path, p.now().Sub(start).Round(time.Millisecond), err)
+		return nil, nil, nil, err
 	}
-	p.mu.Lock()
-	r.err = err
-	delete(p.running, r.req.Repo)
-	// Success is remembered too: if the pull did not bring the file the
-	// request wanted, asking upstream again at once would not either.
-	p.recent[r.req] = result{err: err, at: p.now()}
-	if len(p.recent) > 4096 {
-		p.recent = map[PullRequest]result{} // bound memory against path probing
+	var resolving *jobs.Job
+	for _, j := range active {
+		if dead[j.ID] {
+			continue
+		}
+		if j.Pinned == nil {
+			if refRepo(j.Ref) == repo && (resolving == nil || j.Ref == want) {
+				resolving = j
+			}
+			continue
+		}
+		if pinnedFile(j.Pinned, repo, commit, path) == nil {
+			continue
+		}
+		cur, err := p.jobs.Job(ctx, j.ID)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		switch {
+		case cur.State == jobs.Completed:
+			return nil, nil, nil, errLookAgain
+		case cur.State.Final():
+			dead[j.ID] = true
+			continue
+		case cur.Pinned == nil:
+			resolving = cur // a new run of the job; it pins again
+			continue
+		}
+		return cur, pinnedFile(cur.Pinned, repo, commit, path), nil, nil
 	}
-	p.mu.Unlock()
-	close(r.done)
+	if resolving != nil {
+		return nil, nil, resolving, nil
+	}
+	if *started != "" {
+		// Our own job pinned files without this one, or ended
+		// without a trace in the listing of active jobs.
+		j, err := p.jobs.Job(ctx, *started)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		return nil, nil, nil, p.ended(want, j)
+	}
+	if err := p.recentFailure(ctx, want); err != nil {
+		return nil, nil, nil, err
+	}
+	j, err := p.jobs.Pull(ctx, want)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	*started = j.ID
+	p.logf("hfserve: pulling %s through from upstream (job %s, %s)", want, j.ID, j.Unit)
+	return nil, nil, j, nil
+}
+
+// ended turns the end of the job pulling want into an answer.
+func (p *pullThrough) ended(want string, j *jobs.Job) error {
+	switch j.State {
+	case jobs.Completed:
+		return errLookAgain
+	case jobs.Queued, jobs.Running:
+		// Pinned, but not this file: the listing and the pull disagree.
+		return api.Errorf(api.CodeBadResponse, 0, "the pull of %s did not select the file", want)
+	}
+	return jobError(j)
+}
+
+func jobError(j *jobs.Job) error {
+	code := j.ErrorCode
+	if code == "" {
+		code = api.CodeInternal
+	}
+	return api.Errorf(code, 0, "%s", strings.TrimSpace(j.Error))
+}
+
+// recentFailure returns the error of ref's last pull if it failed
+// recently: not found and gated for definiteTTL, anything else for
+// transientTTL.
+func (p *pullThrough) recentFailure(ctx context.Context, ref string) error {
+	j, err := p.jobs.Current(ctx, ref)
+	if err != nil || j.State != jobs.Failed || j.FinishedAt == nil {
+		return nil
+	}
+	err = jobError(j)
+	ttl := transientTTL
+	if definite(err) {
+		ttl = definiteTTL
+	}
+	if p.now().Sub(*j.FinishedAt) < ttl {
+		return err
+	}
+	return nil
+}
+
+// waitPinned waits until job id has pinned its files or ended.
+func (p *pullThrough) waitPinned(ctx context.Context, id string, deadline time.Time) (*jobs.Job, error) {
+	t := time.NewTicker(pinPoll)
+	defer t.Stop()
+	for {
+		j, err := p.jobs.Job(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if j.Pinned != nil || j.State.Final() {
+			return j, nil
+		}
+		if !time.Now().Before(deadline) {
+			return nil, errPulling
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// waitEnded waits (until deadline) for a job to end: its stage is gone
+// because it is installing.
+func (p *pullThrough) waitEnded(ctx context.Context, id string, deadline time.Time) error {
+	t := time.NewTicker(pinPoll)
+	defer t.Stop()
+	for {
+		j, err := p.jobs.Job(ctx, id)
+		if err != nil {
+			return err
+		}
+		if j.State.Final() {
+			return nil
+		}
+		if !time.Now().Before(deadline) {
+			return errPulling
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func pinnedFile(pin *jobs.Pinned, repo, commit, path string) *jobs.PinnedFile {
+	if pin == nil || pin.Repo != repo || !strings.EqualFold(pin.Commit, commit) {
+		return nil
+	}
+	for i := range pin.Files {
+		if pin.Files[i].Path == path {
+			return &pin.Files[i]
+		}
+	}
+	return nil
+}
+
+// refRepo is the "org/name" of a canonical HF ref.
+func refRepo(ref string) string {
+	org, rest, ok := strings.Cut(ref, "/")
+	if !ok {
+		return ""
+	}
+	end := strings.IndexAny(rest, "@:/")
+	if end < 0 {
+		end = len(rest)
+	}
+	return org + "/" + rest[:end]
 }
 
 func definite(err error) bool {
@@ -203,49 +308,62 @@ func definite(err error) bool {
 	return false
 }
 
-// pullThrough pulls what a request missed and reports whether the caller
-// should look again (own: after a pull of its own, rather than after
-// another request's pull of the same repo); when it returns again=false it
-// has answered the request. All rounds of one request share one deadline,
-// PullWait after the request arrived.
-func (h *Handler) pullThrough(ctx context.Context, w http.ResponseWriter, req PullRequest, deadline time.Time) (again, own bool) {
-	own, err := h.pulls.await(ctx, req, time.Until(deadline))
+// serveFromPull answers a request for file f of repo at commit, which is
+// listed upstream and not installed, from the pull job that has it (or a
+// new one). It reports whether the caller should look the file up again
+// (the job installed it meanwhile); otherwise it has answered.
+func (h *Handler) serveFromPull(w http.ResponseWriter, r *http.Request, repo, commit string, f *file, raw bool) (again bool) {
+	ctx := r.Context()
+	deadline := time.Now().Add(h.opts.PullWait)
+	j, pf, err := h.pt.jobForFile(ctx, repo, commit, f.path, deadline)
 	switch {
-	case err == nil:
-		return true, own
+	case errors.Is(err, errLookAgain):
+		return true
 	case errors.Is(err, errPulling):
 		// huggingface_hub and hal0 both retry a 503 and honour
 		// Retry-After; the pull carries on meanwhile.
 		w.Header().Set("Retry-After", "5")
-		hfError(w, http.StatusServiceUnavailable, "", fmt.Sprintf("hal0 is pulling %s from its upstream hub; retry in a few seconds", req.Repo))
-		return false, own
+		hfError(w, http.StatusServiceUnavailable, "", fmt.Sprintf("hal0 is pulling %s from its upstream hub; retry in a few seconds", repo))
+		return false
 	case ctx.Err() != nil:
-		return false, own // the client left
+		return false // the client left
+	case err != nil:
+		answerPullError(w, repo, commit, f.path, err)
+		return false
 	}
-	h.answerPullError(w, req, err)
-	return false, own
+	pin := pinnedAsFile(pf)
+	if pin.size != f.size || pin.sha256 != f.sha256 || pin.blobID != f.blobID {
+		// The job pinned the same commit, so this cannot differ from the
+		// listing unless one of them is wrong.
+		h.logf("hfserve: job %s pinned %s of %s@%s as %d bytes %s%s; the listing says %d bytes %s%s", j.ID, f.path, repo, commit, pin.size, pin.sha256, pin.blobID, f.size, f.sha256, f.blobID)
+		hfError(w, http.StatusBadGateway, "", "hal0's pull of "+f.path+" and upstream's listing disagree about it; see the server log")
+		return false
+	}
+	return h.streamFromJob(w, r, j, pf, f, raw, deadline)
 }
 
-// Bounds on one request's pull-through loop: own pulls (a second one only
-// after waiting on another request's pull that did not help), and rounds
-// overall (each waits for some pull of the repo to finish).
-const (
-	maxOwnPulls = 2
-	maxRounds   = 16
-)
+// pinnedAsFile describes a pinned file the way the index does.
+func pinnedAsFile(pf *jobs.PinnedFile) *file {
+	rf := upstreamToRegistry(UpstreamFile{Path: pf.Path, Size: pf.Size, LFS: pf.LFS, SHA256: pf.SHA256, BlobID: pf.GitOID})
+	f, err := newFile(rf)
+	if err != nil {
+		return &file{path: pf.Path, size: -1}
+	}
+	return f
+}
 
 // answerPullError passes an upstream failure on in the Hub's terms.
-func (h *Handler) answerPullError(w http.ResponseWriter, req PullRequest, err error) {
+func answerPullError(w http.ResponseWriter, repo, rev, path string, err error) {
 	msg := err.Error()
 	switch api.CodeOf(err) {
 	case api.CodeRepoNotFound:
 		hfError(w, http.StatusNotFound, codeRepoNotFound, "Repository not found (upstream: "+msg+")")
 	case api.CodeRevisionNotFound:
-		hfError(w, http.StatusNotFound, codeRevisionNotFound, "Invalid rev id: "+req.Revision+" (upstream: "+msg+")")
+		hfError(w, http.StatusNotFound, codeRevisionNotFound, "Invalid rev id: "+rev+" (upstream: "+msg+")")
 	case api.CodeEntryNotFound, api.CodeNoMatch:
-		if req.Path == "" {
-			// Nothing matched a repo-level pull; the repo exists but hal0
-			// has nothing of it to list.
+		if path == "" {
+			// Nothing matched a repo-level request; the repo exists but
+			// hal0 has nothing of it to list.
 			hfError(w, http.StatusNotFound, codeRepoNotFound, "Repository not found (upstream: "+msg+")")
 		} else {
 			hfError(w, http.StatusNotFound, codeEntryNotFound, "Entry not found (upstream: "+msg+")")
@@ -254,6 +372,6 @@ func (h *Handler) answerPullError(w http.ResponseWriter, req PullRequest, err er
 		hfError(w, http.StatusForbidden, codeGatedRepo, msg)
 	default:
 		w.Header().Set("Retry-After", strconv.Itoa(int(transientTTL/time.Second)))
-		hfError(w, http.StatusBadGateway, "", "hal0 could not get "+strings.TrimSpace(req.Repo+" "+req.Path)+" from its upstream hub: "+msg)
+		hfError(w, http.StatusBadGateway, "", "hal0 could not get "+strings.TrimSpace(repo+" "+path)+" from its upstream hub: "+msg)
 	}
 }

@@ -21,7 +21,7 @@ const (
 func hfError(w http.ResponseWriter, status int, code, msg string) {
 	h := w.Header()
 	// Headers meant for a file must not stick to an error about it.
-	for _, k := range []string{"ETag", "X-Linked-Etag", "X-Linked-Size", "Content-Range", "Content-Disposition", "Accept-Ranges"} {
+	for _, k := range []string{"ETag", "X-Linked-Etag", "X-Linked-Size", "Content-Range", "Content-Disposition", "Accept-Ranges", "Content-Length"} {
 		h.Del(k)
 	}
 	if code != "" {

@@ -8,17 +8,17 @@ import (
 	"time"
 
 	"github.com/hal0ai/hal0/internal/api"
+	"github.com/hal0ai/hal0/internal/config"
 	"github.com/hal0ai/hal0/internal/hf"
 	"github.com/hal0ai/hal0/internal/registry"
 )
 
-// Lister is an optional extension of PullThrough. With it, pull-through
-// serves upstream's listing of a repo (installed files and the rest), so
-// clients that choose files from the listing (hal0's quant selection,
-// llama.cpp's :quant, snapshot downloads) see everything upstream has,
-// and nothing is pulled until a file is asked for. Without it, listings
-// show what is installed, and only a missing repo or revision, or a file
-// asked for by path, triggers a pull.
+// Lister lists repos on the upstream hub. With pull-through on, listings
+// of repos are upstream's (installed files and the rest), so clients that
+// choose files from the listing (hal0's quant selection, llama.cpp's
+// :quant, snapshot downloads) see everything upstream has, a name that
+// does not exist upstream gets the Hub's 404 at once, and nothing is
+// pulled until a file is asked for.
 type Lister interface {
 	List(ctx context.Context, repo, rev string) (*UpstreamRepo, error)
 }
@@ -27,7 +27,9 @@ type Lister interface {
 type UpstreamRepo struct {
 	Commit  string
 	License string
-	Files   []UpstreamFile
+	// Gated is upstream's "gated" field ("", "auto", "manual").
+	Gated string
+	Files []UpstreamFile
 }
 
 // UpstreamFile is one file of an upstream listing. SHA256 is set for LFS
@@ -40,19 +42,30 @@ type UpstreamFile struct {
 	BlobID string
 }
 
-// List implements Lister with hal0's hub client over the engine's
-// endpoints, in order, as the engine itself resolves a pull.
-func (p *EnginePuller) List(ctx context.Context, repo, rev string) (*UpstreamRepo, error) {
+// HubLister is a Lister over hal0's hub client: the endpoints in order, as
+// the engine resolves a pull, with the hub token. It only fetches
+// metadata (the revision and the tree), never file content.
+type HubLister struct {
+	Endpoints []string
+	Token     config.Secret
+	HTTP      *http.Client
+}
+
+// NewHubLister lists from the hub and mirrors cfg configures for pulls.
+func NewHubLister(cfg *config.Config) *HubLister {
+	return &HubLister{Endpoints: cfg.Endpoints(), Token: cfg.HF.Token, HTTP: hf.NewHTTPClient(hf.NewTransport(4))}
+}
+
+// List implements Lister.
+func (l *HubLister) List(ctx context.Context, repo, rev string) (*UpstreamRepo, error) {
 	if rev == "HEAD" {
 		rev = "main"
 	}
-	e := p.lister // only its endpoints, token and HTTP client are used
-	endpoints := e.Endpoints
 	var best error
-	for _, ep := range endpoints {
-		c := &hf.Client{Endpoint: ep, Token: e.Token, HTTP: e.HTTP}
+	for _, ep := range l.Endpoints {
+		c := &hf.Client{Endpoint: ep, Token: l.Token, HTTP: l.HTTP}
 		info, err := c.Revision(ctx, repo, rev)
-		if err == nil && info.Gated != "" && !e.Token.IsSet() {
+		if err == nil && info.Gated != "" && !l.Token.IsSet() {
 			return nil, api.Errorf(api.CodeGated, 0, "%s is gated upstream and hal0 has no token for it: accept its license at %s/%s and set hal0's HF token", repo, ep, repo)
 		}
 		var tree []hf.Entry
@@ -60,7 +73,7 @@ func (p *EnginePuller) List(ctx context.Context, repo, rev string) (*UpstreamRep
 			tree, err = c.Tree(ctx, repo, info.SHA)
 		}
 		if err == nil {
-			up := &UpstreamRepo{Commit: info.SHA, License: info.License()}
+			up := &UpstreamRepo{Commit: info.SHA, License: info.License(), Gated: string(info.Gated)}
 			for _, t := range tree {
 				f := UpstreamFile{Path: t.Path, Size: t.Size}
 				if t.LFS != nil {
@@ -181,9 +194,12 @@ func (c *listing) view(idx *index, repo string, logf func(string, ...any)) *snap
 	if ri := idx.repos[repo]; ri != nil {
 		local = ri.commits[c.up.Commit]
 	}
-	s := &snapshot{commit: c.up.Commit, files: map[string]*file{}, dirs: map[string]string{}, license: c.up.License}
+	s := &snapshot{commit: c.up.Commit, files: map[string]*file{}, dirs: map[string]string{}, license: c.up.License, gated: c.up.Gated}
 	if local != nil {
 		s.installed, s.created = local.installed, local.created
+		if s.gated == "" {
+			s.gated = local.gated
+		}
 	}
 	for _, uf := range c.up.Files {
 		f, err := newFile(upstreamToRegistry(uf))
@@ -215,52 +231,39 @@ func upstreamToRegistry(uf UpstreamFile) registry.File {
 	return rf
 }
 
-// lookupUpstream is lookup for pull-through with a Lister: the listing
-// comes from upstream, or from the store when upstream cannot answer and
-// the store has the revision (a mirror keeps serving when the internet is
-// down), and a listed file that is not installed is pulled.
-func (h *Handler) lookupUpstream(ctx context.Context, w http.ResponseWriter, lister Lister, repo, rev, path string) (*repoIndex, *snapshot, bool) {
+// lookupUpstream is lookup with pull-through: the listing comes from
+// upstream, merged with what is installed at its commit, or from the
+// store when upstream cannot answer and the store has the revision (a
+// mirror keeps serving when the internet is down). Files in the listing
+// that are not installed have no copies; serveFile pulls them.
+func (h *Handler) lookupUpstream(ctx context.Context, w http.ResponseWriter, repo, rev string) (*repoIndex, *snapshot, bool) {
 	deadline := time.Now().Add(h.opts.PullWait)
-	for round, owned := 0, 0; ; round++ {
-		idx, err := h.index()
-		if err != nil {
-			h.logf("hfserve: %v", err)
-			hfError(w, http.StatusInternalServerError, "", "hal0's model registry cannot be read; see the server log")
-			return nil, nil, false
-		}
-		ri := idx.repos[repo]
-		l, err := h.lists.get(ctx, lister, h.opts.Now, repo, rev, deadline)
-		var s *snapshot
-		switch {
-		case err == nil:
-			s = l.view(idx, repo, h.logf)
-		case ctx.Err() != nil:
-			return nil, nil, false
-		case errors.Is(err, errPulling) && (ri == nil || ri.resolve(rev) == nil):
-			w.Header().Set("Retry-After", "5")
-			hfError(w, http.StatusServiceUnavailable, "", "hal0 is asking its upstream hub about "+repo+"; retry in a few seconds")
-			return nil, nil, false
-		case ri != nil && ri.resolve(rev) != nil:
-			s = ri.resolve(rev)
-		default:
-			h.answerPullError(w, PullRequest{Repo: repo, Revision: rev}, err)
-			return nil, nil, false
-		}
-		if ri == nil {
-			ri = &repoIndex{id: repo, commits: map[string]*snapshot{s.commit: s}, names: map[string]string{}, newest: s.commit}
-		}
-		f := s.files[path]
-		if path == "" || f == nil || len(f.copies) > 0 || owned == maxOwnPulls || round == maxRounds {
-			return ri, s, true
-		}
-		// Pin the pull to the listed commit: a branch that moves meanwhile
-		// must not mix two commits' files.
-		again, own := h.pullThrough(ctx, w, PullRequest{Repo: repo, Revision: s.commit, Path: path}, deadline)
-		if !again {
-			return nil, nil, false
-		}
-		if own {
-			owned++
-		}
+	idx, err := h.index()
+	if err != nil {
+		h.logf("hfserve: %v", err)
+		hfError(w, http.StatusInternalServerError, "", "hal0's model registry cannot be read; see the server log")
+		return nil, nil, false
 	}
+	ri := idx.repos[repo]
+	l, err := h.lists.get(ctx, h.opts.Upstream, h.opts.Now, repo, rev, deadline)
+	var s *snapshot
+	switch {
+	case err == nil:
+		s = l.view(idx, repo, h.logf)
+	case ctx.Err() != nil:
+		return nil, nil, false
+	case errors.Is(err, errPulling) && (ri == nil || ri.resolve(rev) == nil):
+		w.Header().Set("Retry-After", "5")
+		hfError(w, http.StatusServiceUnavailable, "", "hal0 is asking its upstream hub about "+repo+"; retry in a few seconds")
+		return nil, nil, false
+	case ri != nil && ri.resolve(rev) != nil:
+		s = ri.resolve(rev)
+	default:
+		answerPullError(w, repo, rev, "", err)
+		return nil, nil, false
+	}
+	if ri == nil {
+		ri = &repoIndex{id: repo, commits: map[string]*snapshot{s.commit: s}, names: map[string]string{}, newest: s.commit}
+	}
+	return ri, s, true
 }

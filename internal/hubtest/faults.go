@@ -40,6 +40,12 @@ type Fault struct {
 	CorruptAt int64 // flip the byte at this absolute file offset if it is part of the response
 	StallAt   int64 // after this many body bytes stop sending for StallFor (0: until the client or the hub gives up)
 	StallFor  time.Duration
+	// Hold, with StallAt, keeps the stall until Hold is closed (or the
+	// client or the hub gives up) instead of StallFor: a test holds a
+	// download at a known byte, checks what happens meanwhile, and lets
+	// it go on. Held, if set, is closed when a response reaches the stall.
+	Hold <-chan struct{}
+	Held chan<- struct{}
 
 	IgnoreRange        bool  // answer a Range request with 200 and the full body
 	NoContentLength    bool  // chunked transfer encoding, no Content-Length
@@ -74,6 +80,7 @@ func (f Fault) String() string {
 	add("corruptAt", f.CorruptAt, f.CorruptAt != 0)
 	add("stallAt", f.StallAt, f.StallAt != 0)
 	add("stallFor", f.StallFor, f.StallFor != 0)
+	add("hold", true, f.Hold != nil)
 	add("ignoreRange", true, f.IgnoreRange)
 	add("noContentLength", true, f.NoContentLength)
 	add("wrongContentLength", f.WrongContentLength, f.WrongContentLength != 0)
@@ -222,7 +229,10 @@ func (h *Hub) writeShaped(ctx context.Context, dst io.Writer, flush func() error
 			if err := flush(); err != nil {
 				return false, err
 			}
-			if err := h.stall(ctx, ff.StallFor); err != nil {
+			if ff.Held != nil {
+				h.heldOnce(ff.Held)
+			}
+			if err := h.stallHold(ctx, ff.StallFor, ff.Hold); err != nil {
 				return false, err
 			}
 		}
@@ -250,6 +260,34 @@ func (h *Hub) writeShaped(ctx context.Context, dst io.Writer, flush func() error
 			return false, err
 		}
 		sent += n
+	}
+}
+
+// stallHold is stall, or with hold != nil waits for hold to close.
+func (h *Hub) stallHold(ctx context.Context, d time.Duration, hold <-chan struct{}) error {
+	if hold == nil {
+		return h.stall(ctx, d)
+	}
+	select {
+	case <-hold:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-h.done:
+		return errClosed
+	}
+}
+
+// heldOnce closes a Held channel once, however many responses stall on it.
+func (h *Hub) heldOnce(c chan<- struct{}) {
+	h.fmu.Lock()
+	defer h.fmu.Unlock()
+	if h.held == nil {
+		h.held = map[chan<- struct{}]bool{}
+	}
+	if !h.held[c] {
+		h.held[c] = true
+		close(c)
 	}
 }
 

@@ -142,6 +142,7 @@ type Hub struct {
 
 	fmu    sync.Mutex
 	faults []*faultState
+	held   map[chan<- struct{}]bool // Fault.Held channels already closed
 
 	smu    sync.Mutex // guards everything below
 	closed bool

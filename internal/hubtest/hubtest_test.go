@@ -641,6 +641,7 @@ func TestFaults(t *testing.T) {
 	h := fx.h
 	data := fx.shards[0].Data
 	n := int64(len(data))
+	hold, held := make(chan struct{}), make(chan struct{})
 	tests := []struct {
 		name  string
 		fault Fault
@@ -753,6 +754,34 @@ func TestFaults(t *testing.T) {
 			_, body := get(t, cdnURL(t, h, repoID, shard1), reqOpt{})
 			if !bytes.Equal(body, data) || time.Since(start) < 20*time.Millisecond {
 				t.Fatalf("%d bytes after %v", len(body), time.Since(start))
+			}
+		}},
+		{"hold until released", Fault{Path: shard1, StallAt: 4096, Hold: hold, Held: held, Times: 1}, func(t *testing.T) {
+			resp, err := http.Get(cdnURL(t, h, repoID, shard1))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			head := make([]byte, 4096)
+			if _, err := io.ReadFull(resp.Body, head); err != nil || !bytes.Equal(head, data[:4096]) {
+				t.Fatalf("before the hold: %v", err)
+			}
+			<-held
+			// The response is open and has sent exactly the bytes before
+			// the hold.
+			var cur Request
+			for _, r := range h.Requests() {
+				if r.Server == "cdn" && r.Path == shard1 {
+					cur = r
+				}
+			}
+			if cur.Done || cur.Bytes != 4096 {
+				t.Fatalf("held response: %+v", cur)
+			}
+			close(hold)
+			rest, err := io.ReadAll(resp.Body)
+			if err != nil || !bytes.Equal(rest, data[4096:]) {
+				t.Fatalf("after the hold: %d bytes, %v", len(rest), err)
 			}
 		}},
 		{"stall until the client gives up", Fault{Path: shard1, StallAt: 4096, Times: 1}, func(t *testing.T) {

@@ -61,6 +61,30 @@ type Options struct {
 	DiscardPartial bool `json:"discard_partial,omitempty"`
 }
 
+// Pinned is what a running pull has fixed: the commit, every file with
+// its final size and hash, and the staging directory holding the partial
+// files (files/<path>, state/<path>.state). hal0-apid serves files of a
+// pull from it while they download (the /hf/ pull-through).
+type Pinned struct {
+	Repo     string       `json:"repo"`
+	Revision string       `json:"revision,omitempty"`
+	Commit   string       `json:"commit"`
+	Endpoint string       `json:"endpoint,omitempty"`
+	Gated    string       `json:"gated,omitempty"`
+	Stage    string       `json:"stage"`
+	Files    []PinnedFile `json:"files"`
+}
+
+// PinnedFile is one file of a pull: LFS files carry the content's
+// SHA-256, the others their git blob oid.
+type PinnedFile struct {
+	Path   string `json:"path"`
+	Size   int64  `json:"size"`
+	LFS    bool   `json:"lfs,omitempty"`
+	SHA256 string `json:"sha256,omitempty"`
+	GitOID string `json:"git_oid,omitempty"`
+}
+
 // Job is one pull.
 type Job struct {
 	ID      string  `json:"id"`
@@ -83,6 +107,9 @@ type Job struct {
 
 	Commit string `json:"commit,omitempty"`
 	Path   string `json:"path,omitempty"`
+	// Pinned is set by the worker once it has pinned the commit and opened
+	// its partial files, and cleared when a new run of the job starts.
+	Pinned *Pinned `json:"pinned,omitempty"`
 
 	ErrorCode  string `json:"error_code,omitempty"`
 	Error      string `json:"error,omitempty"`

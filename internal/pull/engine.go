@@ -119,6 +119,11 @@ type Request struct {
 	// DiscardPartial removes partial data when the pull fails or is
 	// cancelled, instead of keeping it for a resume.
 	DiscardPartial bool
+	// OnPinned, when set, is called once the commit is pinned and every
+	// partial file is open, before the first byte downloads. It runs on
+	// the pull's goroutine: the download waits for it. A pull that finds
+	// the model installed already does not call it.
+	OnPinned func(*Pinned)
 }
 
 // Phase names what a pull is doing.
@@ -339,6 +344,12 @@ func (h *Handle) Wait(ctx context.Context) (*registry.Model, error) {
 	}
 	if err := e.preflight(files, root, extra); err != nil {
 		return nil, err
+	}
+	if req.OnPinned != nil {
+		req.OnPinned(&Pinned{
+			Repo: req.Ref.Repo, Revision: req.Ref.Rev(), Commit: info.SHA, Endpoint: r.endpoint,
+			Gated: string(info.Gated), Stage: root, Files: pinnedFiles(sel.Files),
+		})
 	}
 	if r.resumed > 0 {
 		e.logf("resuming %s: %s of %s already on disk", id, config.FormatBytes(r.resumed), config.FormatBytes(r.total))
@@ -659,6 +670,7 @@ func (e *Engine) modelEntry(rf ref.Ref, info *hf.RepoInfo, sel *Selection, dir s
 		ID: rf.String(), Name: rf.Name(), Path: dir, Dir: dir, Source: "hf",
 		HFRepo: rf.Repo, Endpoint: r.endpoint, Revision: rf.Rev(), Commit: info.SHA, Format: string(ref.FormatDir),
 		License:     info.License(),
+		Gated:       string(info.Gated),
 		InstalledAt: e.now().UTC().Format(time.RFC3339),
 	}
 	if sel.Quant != "" {

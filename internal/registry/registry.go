@@ -63,6 +63,10 @@ type Model struct {
 	ImageSize   int64  `toml:"image_size,omitempty" json:"image_size,omitempty"`
 	InstalledAt string `toml:"installed_at,omitempty" json:"installed_at,omitempty"`
 	Files       []File `toml:"files,omitempty" json:"files,omitempty"`
+	// Gated is the hub's "gated" field when the model was pulled ("auto"
+	// or "manual"): its license binds each user, so /hf/ does not pass it
+	// on unless told to (api.hf_serve_gated).
+	Gated string `toml:"gated,omitempty" json:"gated,omitempty"`
 
 	// Extra holds keys this version does not know, written back unchanged.
 	Extra map[string]any `toml:"-" json:"extra,omitempty"`
@@ -199,6 +203,7 @@ var knownKeys = map[string]bool{
 	"pullable": true, "dir": true, "defaults": true, "metadata": true, "source": true, "endpoint": true,
 	"revision": true, "commit": true, "format": true, "installed_at": true, "files": true,
 	"image": true, "image_sha256": true, "image_size": true,
+	"gated": true,
 }
 
 // Parse decodes registry data. file is used in error messages.

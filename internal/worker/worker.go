@@ -93,6 +93,7 @@ func run(ctx context.Context, cfg *config.Config, o Options) (*registry.Model, e
 		j.PID = os.Getpid()
 		j.Runner = o.Runner
 		j.ErrorCode, j.Error, j.ExitStatus, j.FinishedAt = "", "", nil, nil
+		j.Pinned = nil // a new run pins (and opens its partials) again
 		if j.StartedAt == nil {
 			j.StartedAt = &now
 		}
@@ -113,6 +114,17 @@ func run(ctx context.Context, cfg *config.Config, o Options) (*registry.Model, e
 	}
 	if job.Options.Quant != "" && rf.Quant == "" && rf.File == "" {
 		req.Ref.Quant = job.Options.Quant
+	}
+	req.OnPinned = func(p *pull.Pinned) {
+		// Written at once, not with the next progress report: hal0-apid
+		// waits for it to serve the files while they download.
+		if _, err := store.Update(ctx, job.ID, func(j *jobs.Job) error {
+			j.Pinned = jobPinned(p)
+			j.Commit = p.Commit
+			return nil
+		}); err != nil && ctx.Err() == nil {
+			log.Errorf("record the pinned files of job %s: %v", job.ID, err)
+		}
 	}
 	h := eng.Start(req)
 
@@ -192,6 +204,14 @@ loop:
 		rep.render.Done(fmt.Sprintf("%s: %s installed in %s", id, progress.Bytes(res.m.SizeBytes), res.m.Path))
 	}
 	return res.m, nil
+}
+
+func jobPinned(p *pull.Pinned) *jobs.Pinned {
+	out := &jobs.Pinned{Repo: p.Repo, Revision: p.Revision, Commit: p.Commit, Endpoint: p.Endpoint, Gated: p.Gated, Stage: p.Stage}
+	for _, f := range p.Files {
+		out.Files = append(out.Files, jobs.PinnedFile{Path: f.Path, Size: f.Size, LFS: f.LFS, SHA256: f.SHA256, GitOID: f.GitOID})
+	}
+	return out
 }
 
 // pickJob finds the job to run: the named one, the ref's queued or
