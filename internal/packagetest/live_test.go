@@ -76,8 +76,8 @@ done
 var maxExposure = map[string]float64{
 	// 1.5 rather than 1.2: no ProtectKernelTunables= (see the unit), for
 	// the cold start after socket activation.
-	"hal0-apid.service":   1.5,
-	"hal0-slotd.service":  1.1,
+	"hal0-apid.service":  1.5,
+	"hal0-slotd.service": 1.1,
 	// 1.2: @resources stays allowed for qemu-img (see the unit).
 	"hal0-pull@x.service": 1.2,
 	"hal0-slot@x.service": 1.4,
