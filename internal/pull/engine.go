@@ -157,7 +157,7 @@ type run struct {
 	repo     string
 	phase    atomic.Value
 	commit   atomic.Value
-	total    int64
+	total    int64 // total and resumed: under mu
 	resumed  int64
 	received atomic.Int64
 	hashed   atomic.Int64
@@ -207,6 +207,7 @@ func (h *Handle) Progress() Progress {
 	files := append([]*fileDL(nil), r.files...)
 	fin := len(r.finished)
 	cur := r.current
+	total, resumed := r.total, r.resumed
 	r.mu.Unlock()
 	var done int64
 	for _, f := range files {
@@ -234,7 +235,7 @@ func (h *Handle) Progress() Progress {
 	}
 	return Progress{
 		Phase: r.phase.Load().(string), Commit: r.commit.Load().(string),
-		Total: r.total, Done: min(done, max(r.total, done)), Resumed: r.resumed,
+		Total: total, Done: min(done, max(total, done)), Resumed: resumed,
 		Received: r.received.Load(), Hashed: r.hashed.Load(), Retries: r.retries.Load(),
 		FilesTotal: len(files), FilesDone: fin, CurrentFile: cur,
 	}
@@ -305,6 +306,7 @@ func (h *Handle) Wait(ctx context.Context) (*registry.Model, error) {
 	// Open every partial (this reads what earlier runs left) and size the
 	// work.
 	var files []*fileDL
+	var total, resumed int64
 	defer func() {
 		for _, f := range files {
 			f.p.close()
@@ -325,11 +327,13 @@ func (h *Handle) Wait(ctx context.Context) (*registry.Model, error) {
 		}
 		files = append(files, &fileDL{e: e, run: r, entry: ent, p: p, notify: make(chan struct{}, 1),
 			resolve: e.client(r.endpoint).ResolveURL(req.Ref.Repo, info.SHA, ent.Path)})
-		r.total += ent.Size
-		r.resumed += p.resumed
+		total += ent.Size
+		resumed += p.resumed
 	}
+	// Progress reads these from other goroutines: published together,
+	// under the lock.
 	r.mu.Lock()
-	r.files = files
+	r.files, r.total, r.resumed = files, total, resumed
 	r.mu.Unlock()
 	var extra int64
 	if qcow2 {
@@ -351,8 +355,8 @@ func (h *Handle) Wait(ctx context.Context) (*registry.Model, error) {
 			Gated: string(info.Gated), Stage: root, Files: pinnedFiles(sel.Files),
 		})
 	}
-	if r.resumed > 0 {
-		e.logf("resuming %s: %s of %s already on disk", id, config.FormatBytes(r.resumed), config.FormatBytes(r.total))
+	if resumed > 0 {
+		e.logf("resuming %s: %s of %s already on disk", id, config.FormatBytes(resumed), config.FormatBytes(total))
 	}
 
 	r.phase.Store(PhaseDownloading)
