@@ -22,6 +22,7 @@ type Config struct {
 	HF    HF    `toml:"hf"`
 	Pull  Pull  `toml:"pull"`
 	API   API   `toml:"api"`
+	FLM   FLM   `toml:"flm"`
 
 	// File is the configuration file that was read, or "" when none existed
 	// and only defaults and environment apply.
@@ -148,6 +149,7 @@ func Default(home string) *Config {
 			DefaultQuant: []string{"Q4_K_M", "Q4_K_S", "Q4_0", "Q5_K_M", "Q8_0"},
 		},
 		API: API{IdleExit: Duration(5 * time.Minute), HFServe: true},
+		FLM: defaultFLM(),
 	}
 	return c
 }
@@ -252,7 +254,7 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("api.listen %q: want unix:/path or tcp:host:port", l)
 		}
 	}
-	return nil
+	return c.FLM.validate()
 }
 
 func checkEndpoint(e string) error {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/hal0ai/hal0/internal/api"
 	"github.com/hal0ai/hal0/internal/config"
+	"github.com/hal0ai/hal0/internal/flm"
 	"github.com/hal0ai/hal0/internal/fsutil"
 	"github.com/hal0ai/hal0/internal/jobs"
 	"github.com/hal0ai/hal0/internal/progress"
@@ -105,16 +106,7 @@ func run(ctx context.Context, cfg *config.Config, o Options) (*registry.Model, e
 	sd.Status("resolving %s", id)
 	log.Printf("pull %s started (job %s, attempt %d)", id, job.ID, job.Attempts)
 
-	eng := pull.New(cfg)
-	eng.Logf = log.Printf
-	req := pull.Request{Ref: rf, Endpoint: job.Options.Endpoint, Include: job.Options.Include, Exclude: job.Options.Exclude, DiscardPartial: job.Options.DiscardPartial}
-	if job.Options.Revision != "" && rf.Revision == "" {
-		req.Ref.Revision = job.Options.Revision
-	}
-	if job.Options.Quant != "" && rf.Quant == "" && rf.File == "" {
-		req.Ref.Quant = job.Options.Quant
-	}
-	h := eng.Start(req)
+	h := start(cfg, rf, job, log)
 
 	type result struct {
 		m   *registry.Model
@@ -192,6 +184,32 @@ loop:
 		rep.render.Done(fmt.Sprintf("%s: %s installed in %s", id, progress.Bytes(res.m.SizeBytes), res.m.Path))
 	}
 	return res.m, nil
+}
+
+// handle is a pull in progress: the Hugging Face engine's, or FLM's.
+type handle interface {
+	Progress() pull.Progress
+	Wait(ctx context.Context) (*registry.Model, error)
+}
+
+// start prepares the pull of rf: FLM tags go to flm (internal/flm),
+// everything else to the download engine.
+func start(cfg *config.Config, rf ref.Ref, job *jobs.Job, log *sd.Logger) handle {
+	if rf.Kind == ref.KindFLM {
+		p := flm.NewPuller(cfg)
+		p.Logf = log.Printf
+		return p.Start(rf.Tag)
+	}
+	eng := pull.New(cfg)
+	eng.Logf = log.Printf
+	req := pull.Request{Ref: rf, Endpoint: job.Options.Endpoint, Include: job.Options.Include, Exclude: job.Options.Exclude, DiscardPartial: job.Options.DiscardPartial}
+	if job.Options.Revision != "" && rf.Revision == "" {
+		req.Ref.Revision = job.Options.Revision
+	}
+	if job.Options.Quant != "" && rf.Quant == "" && rf.File == "" {
+		req.Ref.Quant = job.Options.Quant
+	}
+	return eng.Start(req)
 }
 
 // pickJob finds the job to run: the named one, the ref's queued or
