@@ -156,6 +156,7 @@ func (s *Server) deleteModel(w http.ResponseWriter, r *http.Request, rf ref.Ref)
 			s.logf("remove %s: %v", dir, err)
 		}
 	}
+	s.removeFLMFiles(removed)
 	writeJSON(w, http.StatusOK, removed)
 }
 

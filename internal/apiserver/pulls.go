@@ -90,7 +90,11 @@ func (s *Server) startPull(w http.ResponseWriter, r *http.Request, rf ref.Ref) {
 	}
 	switch rf.Kind {
 	case ref.KindFLM:
-		writeErr(w, api.Errorf(api.CodeUnsupported, http.StatusNotImplemented, "%s is an FLM tag; FLM pulls need the FLM toolbox backend, which this version does not include", rf))
+		if err := s.checkFLMPull(r.Context(), rf, body); err != nil {
+			writeErr(w, err)
+			return
+		}
+		s.beginPull(w, r, rf, jobs.Options{})
 		return
 	case ref.KindLocal:
 		writeErr(w, api.Errorf(api.CodeUnsupported, http.StatusBadRequest, "%s is a local model id, not something to pull; use a Hugging Face ref such as org/name:Q4_K_M", rf))
@@ -124,9 +128,13 @@ func (s *Server) startPull(w http.ResponseWriter, r *http.Request, rf ref.Ref) {
 			return
 		}
 	}
+	s.beginPull(w, r, rf, jobs.Options{Endpoint: body.Endpoint, Include: body.Include, Exclude: body.Exclude, Format: body.Format})
+}
+
+// beginPull creates (or joins) the job of rf and starts its worker.
+func (s *Server) beginPull(w http.ResponseWriter, r *http.Request, rf ref.Ref, opts jobs.Options) {
 	ctx := r.Context()
-	tmpl := jobs.Job{Ref: rf.String(), Kind: rf.Kind.String(), Unit: rf.Unit(), Runner: s.Runner.Name(),
-		Options: jobs.Options{Endpoint: body.Endpoint, Include: body.Include, Exclude: body.Exclude, Format: body.Format}}
+	tmpl := jobs.Job{Ref: rf.String(), Kind: rf.Kind.String(), Unit: rf.Unit(), Runner: s.Runner.Name(), Options: opts}
 	j, created, err := s.Jobs.Begin(ctx, tmpl)
 	if err != nil {
 		writeErr(w, api.Errorf(api.CodeInternal, http.StatusInternalServerError, "create job: %v", err))

@@ -121,3 +121,5 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+func (p *Prober) withEnv(env []string) *Prober { p.Env = env; return p }

@@ -154,7 +154,22 @@ func (h *Handle) Wait(ctx context.Context) (*registry.Model, error) {
 		return nil, api.Errorf(api.CodeIO, 0, "create flm's model directory %s: %v", t.CacheDir, err)
 	}
 	dir := filepath.Join(t.CacheDir, repo)
-	keep := e.Installed && e.Complete(dir)
+	// Only a model hal0 installed, with its files as recorded, is kept.
+	// Anything else in its directory may be what an interrupted pull
+	// left (a killed worker cannot clean up), and flm, which checks
+	// presence only, would take a partial file for a complete one.
+	keep := e.Installed && e.Complete(dir) && p.recorded(tag, dir)
+	if !keep {
+		if err := os.RemoveAll(dir); err != nil {
+			return nil, api.Errorf(api.CodeIO, 0, "remove the incomplete model directory %s: %v", dir, err)
+		}
+	}
+	if rc, ok := t.Remove(PullContainer(tag)); ok {
+		// A toolbox container left by a killed worker holds the name.
+		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		runCapture(rctx, rc, p.Env)
+		cancel()
+	}
 	base := dirSize(dir)
 	h.mu.Lock()
 	h.baseline, h.done, h.total = base, base, max(e.Size, base)
@@ -278,7 +293,9 @@ func (h *Handle) run(ctx context.Context, c Cmd, dir string) (int, error) {
 	cmd.Stdout, cmd.Stderr = pw, pw
 	// Its own process group: a Ctrl-C meant for `hal0 model pull --local`
 	// reaches flm through the cancel below, in order.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Pdeathsig: flm (or the podman client) dies with this worker, even
+	// by kill -9, rather than writing on behind its back.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	p.logf("running %s", c)
 	if err := cmd.Start(); err != nil {
 		pw.Close()
@@ -341,28 +358,29 @@ loop:
 	return 0, werr
 }
 
-// stop ends a running flm: `podman stop` for the toolbox (podman also
-// forwards the SIGTERM its client gets), SIGTERM to the process group of
-// a host flm; SIGKILL after StopGrace.
+// stop ends a running flm: `podman stop` for the toolbox, then SIGTERM
+// to the process group (a host flm, or a podman client still waiting);
+// SIGKILL (and podman rm -f) once StopGrace is over.
 func (h *Handle) stop(c Cmd, cmd *exec.Cmd, exited <-chan error) {
 	p := h.p
 	grace := p.StopGrace
 	if grace <= 0 {
 		grace = 8 * time.Second
 	}
+	deadline := time.Now().Add(grace)
 	pgid := cmd.Process.Pid
-	syscall.Kill(-pgid, syscall.SIGTERM)
-	if sc, ok := p.Toolbox.Stop(c.Container, max(int(grace/time.Second)-1, 1)); ok {
-		sctx, cancel := context.WithTimeout(context.Background(), grace)
-		out, _, err := runCapture(sctx, sc, p.Env)
+	if sc, ok := p.Toolbox.Stop(c.Container, max(int(grace/time.Second)/2, 1)); ok {
+		sctx, cancel := context.WithDeadline(context.Background(), deadline)
+		out, stderr, err := runCapture(sctx, sc, p.Env)
 		cancel()
 		if err != nil {
-			p.logf("%s: %v %s", sc, err, firstLine(out))
+			p.logf("%s: %v %s%s", sc, err, firstLine(stderr), firstLine(out))
 		}
 	}
+	syscall.Kill(-pgid, syscall.SIGTERM)
 	select {
 	case <-exited:
-	case <-time.After(grace):
+	case <-time.After(time.Until(deadline)):
 		p.logf("flm did not stop within %v: killing it", grace)
 		syscall.Kill(-pgid, syscall.SIGKILL)
 		<-exited
@@ -372,6 +390,26 @@ func (h *Handle) stop(c Cmd, cmd *exec.Cmd, exited <-chan error) {
 			cancel()
 		}
 	}
+}
+
+// recorded reports whether the registry has tag installed in dir with
+// every recorded file at its recorded size.
+func (p *Puller) recorded(tag, dir string) bool {
+	reg, err := p.Registry.Load()
+	if err != nil {
+		return false
+	}
+	m, ok := reg.Get(tag)
+	if !ok || m.Dir != dir || len(m.Files) == 0 {
+		return false
+	}
+	for _, f := range m.Files {
+		fi, err := os.Stat(filepath.Join(dir, filepath.FromSlash(f.Path)))
+		if err != nil || fi.Size() != f.Size {
+			return false
+		}
+	}
+	return true
 }
 
 // missing lists the files of e absent from dir.

@@ -98,10 +98,14 @@ func TestPullToCompletion(t *testing.T) {
 			}
 
 			// Pulling again: flm says it has the model; nothing is
-			// removed, the entry is rewritten.
+			// removed or downloaded again, the entry is rewritten.
+			before, _ := os.Stat(filepath.Join(dir, "tokenizer.json"))
 			m2, err := e.puller(t).Start("qwen3:4b").Wait(context.Background())
 			if err != nil || m2.SizeBytes != got.SizeBytes {
 				t.Fatalf("second pull: %+v %v", m2, err)
+			}
+			if after, err := os.Stat(filepath.Join(dir, "tokenizer.json")); err != nil || !os.SameFile(before, after) || !after.ModTime().Equal(before.ModTime()) {
+				t.Error("the second pull replaced an installed file")
 			}
 		})
 	}
@@ -155,6 +159,32 @@ func TestCancelMidPull(t *testing.T) {
 				t.Fatalf("pull after cancel: %+v %v", m, err)
 			}
 		})
+	}
+}
+
+// TestPartialLeftoverIsNotTrusted: a worker killed mid-pull (kill -9
+// cannot clean up) leaves every file present and the last one short;
+// flm, which checks presence only, calls that installed. hal0 did not
+// record the model, so the directory is discarded and pulled again.
+func TestPartialLeftoverIsNotTrusted(t *testing.T) {
+	e := newTestEnv(t, "host")
+	dir := e.ModelDir("qwen3:4b")
+	os.MkdirAll(dir, 0o755)
+	for name, size := range map[string]int{"config.json": 10, "model.q4nx": modelSize / 2, "tokenizer.json": 1000} {
+		os.WriteFile(filepath.Join(dir, name), make([]byte, size), 0o644)
+	}
+	cat, _, err := NewProber(e.cfg).withEnv(e.environ()).Catalog(context.Background())
+	if q, _ := cat.Get("qwen3:4b"); err != nil || !q.Installed {
+		t.Fatalf("the stand-in should count the leftover as installed, as flm does: %v", err)
+	}
+	m, err := e.puller(t).Start("qwen3:4b").Wait(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range m.Files {
+		if f.Path == "tokenizer.json" && f.Size != modelSize/2 {
+			t.Fatalf("the short leftover was kept: %+v", f)
+		}
 	}
 }
 
