@@ -1,9 +1,9 @@
 package flm
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,21 +21,35 @@ import (
 // mount (the cache is reachable inside the "container" only through it),
 // so the missing-mount detection is exercised for real.
 
-var standinFLM, standinPodman string
+var (
+	standinOnce               sync.Once
+	standinDir                string
+	standinFLM, standinPodman string
+	standinErr                error
+)
 
+// TestMain removes the stand-in built by the tests that needed it. It is
+// built on first use, not here: fuzzing starts this binary once per
+// worker.
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "hal0-flm-test")
-	if err != nil {
-		panic(err)
-	}
-	standinFLM, standinPodman, err = flmtest.Build(dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
 	code := m.Run()
-	os.RemoveAll(dir)
+	if standinDir != "" {
+		os.RemoveAll(standinDir)
+	}
 	os.Exit(code)
+}
+
+func buildStandin(t *testing.T) {
+	t.Helper()
+	standinOnce.Do(func() {
+		standinDir, standinErr = os.MkdirTemp("", "hal0-flm-test")
+		if standinErr == nil {
+			standinFLM, standinPodman, standinErr = flmtest.Build(standinDir)
+		}
+	})
+	if standinErr != nil {
+		t.Fatal(standinErr)
+	}
 }
 
 const modelSize = 6 << 20
@@ -50,6 +64,7 @@ type testEnv struct {
 
 func newTestEnv(t *testing.T, runtime string, knobs ...string) *testEnv {
 	t.Helper()
+	buildStandin(t)
 	home := t.TempDir()
 	fe, err := flmtest.NewEnv(home, standinFLM, standinPodman, flmtest.Catalog(modelSize))
 	if err != nil {

@@ -119,15 +119,32 @@ func TestOutputFollowsAPull(t *testing.T) {
 	}
 }
 
-func FuzzParseLine(f *testing.F) {
-	for _, l := range strings.Split(transcript, "\n") {
-		f.Add(l)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
+// FuzzFLMOutput feeds arbitrary bytes to what reads flm's output: the
+// list -j parser and the pull output follower. Neither may panic, and a
+// parsed catalog answers IsTag for each of its tags.
+func FuzzFLMOutput(f *testing.F) {
+	f.Add([]byte(transcript))
+	f.Add([]byte(listOut))
+	f.Add([]byte(`{"models":[{"model":"a:b","installed":true,"size":"x","label":7}]}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if c, err := ParseList(data); err == nil {
+			for _, e := range c.Entries {
+				if strings.Contains(e.Tag, ":") && !c.IsTag(e.Tag) {
+					t.Fatalf("%q parsed but IsTag is false", e.Tag)
+				}
+				e.RepoDir()
+				e.Capabilities()
+			}
+		}
 		var o Output
-		o.Feed(s)
+		sc := bufio.NewScanner(strings.NewReader(string(data)))
+		sc.Buffer(make([]byte, 4096), 1<<20)
+		sc.Split(ScanLines)
+		for sc.Scan() {
+			o.Feed(sc.Text())
+		}
 		if o.FilesDone < 0 || o.FilesTotal < 0 {
-			t.Fatalf("%q: %+v", s, o)
+			t.Fatalf("%+v", o)
 		}
 	})
 }
