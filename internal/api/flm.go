@@ -31,6 +31,8 @@ type FLMModel struct {
 	Installed    bool `json:"installed"`
 	FLMInstalled bool `json:"flm_installed"`
 	// Pullable is true for every catalog tag: POST /api/models/{tag}/pull
-	// downloads it, or registers it at once when flm has it already.
+	// downloads it. Files in flm's cache that hal0 did not record are not
+	// trusted (flm checks presence only), so a model pulled outside hal0
+	// is downloaded again.
 	Pullable bool `json:"pullable"`
 }

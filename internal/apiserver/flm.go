@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/hal0ai/hal0/internal/api"
 	"github.com/hal0ai/hal0/internal/flm"
@@ -27,17 +28,22 @@ func (s *Server) flmProber() *flm.Prober {
 // flmCatalog reads FLM's catalog, as an API error when flm cannot be
 // run.
 func (s *Server) flmCatalog(ctx context.Context) (*flm.Catalog, *flm.Prober, error) {
+	cat, _, p, err := s.flmCatalogAt(ctx)
+	return cat, p, err
+}
+
+func (s *Server) flmCatalogAt(ctx context.Context) (*flm.Catalog, time.Time, *flm.Prober, error) {
 	p := s.flmProber()
-	cat, _, err := p.Catalog(ctx)
+	cat, at, err := p.Catalog(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, p, api.Errorf(api.CodeFLMUnavailable, http.StatusServiceUnavailable, "%v", ctx.Err())
+			return nil, at, p, api.Errorf(api.CodeFLMUnavailable, http.StatusServiceUnavailable, "%v", ctx.Err())
 		}
 		s.logf("flm catalog: %v", err)
-		return nil, p, api.Errorf(api.CodeFLMUnavailable, http.StatusServiceUnavailable,
+		return nil, at, p, api.Errorf(api.CodeFLMUnavailable, http.StatusServiceUnavailable,
 			"could not read FLM's catalog: %v; check [flm] in %s (runtime, toolbox_image or flm_path)", err, s.Cfg.Paths.File())
 	}
-	return cat, p, nil
+	return cat, at, p, nil
 }
 
 // checkFLMPull refuses what an FLM pull cannot do: options meant for
@@ -73,12 +79,11 @@ func (s *Server) flmModels(w http.ResponseWriter, r *http.Request) {
 	if v := r.URL.Query().Get("refresh"); v == "1" || v == "true" {
 		s.flmProber().Forget()
 	}
-	cat, p, err := s.flmCatalog(r.Context())
+	cat, at, p, err := s.flmCatalogAt(r.Context())
 	if err != nil {
 		writeErr(w, err)
 		return
 	}
-	_, at, _ := p.Catalog(r.Context())
 	reg, err := s.Registry.Load()
 	if err != nil {
 		writeErr(w, api.Errorf(api.CodeInternal, http.StatusInternalServerError, "%v", err))

@@ -73,39 +73,41 @@ func (e *ProbeError) Error() string { return fmt.Sprintf("%s: %v", e.Cmd, e.Err)
 func (e *ProbeError) Unwrap() error { return e.Err }
 
 // Catalog returns the cached catalog, probing when the cache is stale.
-// The time is when the answer was obtained.
+// The time is when the answer was obtained. A caller whose ctx ends stops
+// waiting; the probe goes on for the others and the cache.
 func (p *Prober) Catalog(ctx context.Context) (*Catalog, time.Time, error) {
-	for {
-		p.mu.Lock()
-		if p.fresh() {
-			cat, at, err := p.cat, p.at, p.err
-			p.mu.Unlock()
-			return cat, at, err
-		}
-		if wait := p.inflight; wait != nil {
-			p.mu.Unlock()
-			select {
-			case <-wait:
-				continue
-			case <-ctx.Done():
-				return nil, time.Time{}, ctx.Err()
-			}
-		}
-		done := make(chan struct{})
-		p.inflight = done
-		p.mu.Unlock()
-
-		// Read before the probe: an Invalidate while it runs makes the
-		// next caller probe again.
-		stamp := p.readStamp()
-		// The probe outlives a caller that gives up: others may wait on it.
-		cat, err := p.probe(context.WithoutCancel(ctx))
-		p.mu.Lock()
-		p.cat, p.err, p.at, p.stamp, p.inflight = cat, err, p.now(), stamp, nil
-		p.mu.Unlock()
-		close(done)
-		return cat, p.at, err
+	p.mu.Lock()
+	if p.fresh() {
+		defer p.mu.Unlock()
+		return p.cat, p.at, p.err
 	}
+	wait := p.inflight
+	if wait == nil {
+		wait = make(chan struct{})
+		p.inflight = wait
+		go p.run(wait)
+	}
+	p.mu.Unlock()
+	select {
+	case <-wait:
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.cat, p.at, p.err
+	case <-ctx.Done():
+		return nil, time.Time{}, ctx.Err()
+	}
+}
+
+// run probes once and publishes the answer.
+func (p *Prober) run(done chan struct{}) {
+	// Read before the probe: an Invalidate while it runs makes the next
+	// caller probe again.
+	stamp := p.readStamp()
+	cat, err := p.probe(context.Background())
+	p.mu.Lock()
+	p.cat, p.err, p.at, p.stamp, p.inflight = cat, err, p.now(), stamp, nil
+	p.mu.Unlock()
+	close(done)
 }
 
 // fresh reports whether the cached answer may be used. Callers hold mu.

@@ -130,6 +130,9 @@ func (h *Handle) Wait(ctx context.Context) (*registry.Model, error) {
 	p, tag := h.p, h.tag
 	t := p.Toolbox
 
+	if ctx.Err() != nil {
+		return nil, api.Errorf(api.CodeCancelled, 0, "pull of %s cancelled", tag)
+	}
 	p.Prober.Forget() // this pull must see flm's cache as it is now
 	cat, _, err := p.Prober.Catalog(ctx)
 	if err != nil {

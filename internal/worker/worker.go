@@ -179,7 +179,11 @@ loop:
 		return nil, &loggedError{res.err}
 	}
 	sd.Status("completed %s", id)
-	log.With(map[string]string{"HAL0_BYTES": strconv.FormatInt(final.Total, 10), "HAL0_COMMIT": res.m.Commit}, "pull %s completed: %s in %s", id, progress.Bytes(res.m.SizeBytes), res.m.Path)
+	fields := map[string]string{"HAL0_BYTES": strconv.FormatInt(final.Total, 10)}
+	if res.m.Commit != "" { // FLM models have none
+		fields["HAL0_COMMIT"] = res.m.Commit
+	}
+	log.With(fields, "pull %s completed: %s in %s", id, progress.Bytes(res.m.SizeBytes), res.m.Path)
 	if rep.render != nil {
 		rep.render.Done(fmt.Sprintf("%s: %s installed in %s", id, progress.Bytes(res.m.SizeBytes), res.m.Path))
 	}

@@ -95,7 +95,8 @@ export class NPUCatalog {
     row.fill = (mm) => {
       setText(c.size, bytes(mm.size_bytes));
       setText(c.caps, (mm.capabilities || []).join(', ') || '—');
-      // Pulled with flm by hand: a Pull only registers it.
+      // Pulled with flm outside hal0. hal0 does not trust files it did not
+      // record (flm checks presence only), so a Pull downloads it again.
       setText(c.cache, mm.flm_installed ? 'yes' : 'no');
     };
     return row;
