@@ -45,6 +45,7 @@ fuzz: ## run every fuzz target for FUZZTIME each
 	$(GO) test -run '^$$' -fuzz '^FuzzHubReplies$$' -fuzztime $(FUZZTIME) ./internal/hf/
 	$(GO) test -run '^$$' -fuzz '^FuzzPullRequest$$' -fuzztime $(FUZZTIME) ./internal/apiserver/
 	$(GO) test -run '^$$' -fuzz '^FuzzGGUF$$' -fuzztime $(FUZZTIME) ./internal/catalog/
+	$(GO) test -run '^$$' -fuzz '^FuzzFLMOutput$$' -fuzztime $(FUZZTIME) ./internal/flm/
 
 lint: vet staticcheck ## go vet, staticcheck and gofmt
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

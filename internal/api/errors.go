@@ -79,12 +79,21 @@ const (
 	CodeCatalogMissing = "catalog.not_found"
 	CodeCatalogSource  = "catalog.source_not_found"
 
+	// FLM pulls.
+	CodeFLMUnavailable = "pull.flm_unavailable"       // flm list -j failed: no toolbox, no flm
+	CodeFLMUnknownTag  = "pull.flm_unknown_tag"       // not in FLM's catalog
+	CodeFLMFailed      = "pull.flm_failed"            // flm pull exited non-zero
+	CodeFLMCacheMount  = "pull.flm_cache_not_mounted" // flm does not write where hal0 looks
+
 	// Slots (the Python hal0's names where it had one).
-	CodeSlotNotFound    = "slot.not_found"
-	CodeSlotIllegal     = "slot.illegal_transition"
-	CodeSlotConfig      = "slot.config_error"
-	CodeSlotBackend     = "slot.backend_mismatch"
-	CodeSlotDisabled    = "slot.disabled"
+	CodeSlotNotFound = "slot.not_found"
+	CodeSlotIllegal  = "slot.illegal_transition"
+	CodeSlotConfig   = "slot.config_error"
+	CodeSlotBackend  = "slot.backend_mismatch"
+	CodeSlotDisabled = "slot.disabled"
+	// CodeSlotNPU: two enabled slots use the NPU, which has one hardware
+	// context.
+	CodeSlotNPU = "slot.npu_exclusivity_violation"
 	CodeLogsUnavailable = "logs.unavailable"
 )
 
@@ -106,6 +115,9 @@ var codeStatus = map[string]int{
 	CodeSlotNotFound: http.StatusNotFound, CodeSlotIllegal: http.StatusConflict, CodeSlotConfig: http.StatusBadRequest,
 	CodeSlotBackend: http.StatusBadRequest, CodeSlotDisabled: http.StatusConflict,
 	CodeLogsUnavailable: http.StatusServiceUnavailable,
+	CodeFLMUnavailable: http.StatusServiceUnavailable, CodeFLMUnknownTag: http.StatusNotFound,
+	CodeFLMFailed: http.StatusBadGateway, CodeFLMCacheMount: http.StatusInternalServerError,
+	CodeSlotNPU: http.StatusConflict,
 }
 
 // StatusOf returns the HTTP status for err: an *Error's own status, the
@@ -154,9 +166,9 @@ func ExitCode(err error) int {
 	case CodeBadRequest, CodeInvalidRef, CodeUnsupported, CodeSlotBackend:
 		return ExitUsage
 	case CodeNotFound, CodeModelMissing, CodeJobMissing, CodeRepoNotFound, CodeRevisionNotFound, CodeEntryNotFound, CodeNoMatch, CodeSlotNotFound,
-		CodeCatalogMissing, CodeCatalogSource:
+		CodeCatalogMissing, CodeCatalogSource, CodeFLMUnknownTag:
 		return ExitNotFound
-	case CodeConflict, CodeBusy, CodeAmbiguous, CodeSlotIllegal, CodeSlotDisabled:
+	case CodeConflict, CodeBusy, CodeAmbiguous, CodeSlotIllegal, CodeSlotDisabled, CodeSlotNPU:
 		return ExitConflict
 	case CodeCancelled:
 		return ExitCancelled

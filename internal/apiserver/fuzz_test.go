@@ -16,8 +16,9 @@ import (
 )
 
 // FuzzPullRequest sends arbitrary ids and bodies to POST
-// /api/models/{id}/pull: every answer is a 202 with a job or a 4xx/501
-// with the error envelope, never a 500 and never a panic.
+// /api/models/{id}/pull: every answer is a 202 with a job, a 4xx with the
+// error envelope, or, for FLM tags, 503 pull.flm_unavailable (no flm can
+// run here), never a 500 and never a panic.
 func FuzzPullRequest(f *testing.F) {
 	f.Add("demo%2Fm:Q4_K_M", `{"quant":"Q8_0","include":["*.gguf"]}`)
 	f.Add("..%2Fx", `{}`)
@@ -26,6 +27,7 @@ func FuzzPullRequest(f *testing.F) {
 	f.Add("o%2Fn", `{"quant":"../../x"}`)
 	f.Add("o%2Fn", `[1,2]`)
 	cfg := config.Default(f.TempDir())
+	noFLM(cfg)
 	s := &Server{Cfg: cfg, Jobs: jobs.Open(cfg.Paths.JobsDir()), Registry: registry.Open(cfg.Paths.RegistryFile()),
 		Runner: &fakeRunner{state: map[string]runner.State{}}, Token: config.NewSecret("t")}
 	h := s.Handler()
@@ -49,10 +51,13 @@ func FuzzPullRequest(f *testing.F) {
 			if err := json.Unmarshal(rec.Body.Bytes(), &st); err != nil || st.JobID == "" {
 				t.Fatalf("202 without a job: %s", rec.Body)
 			}
-		case c >= 400 && c < 500, c == http.StatusNotImplemented:
+		case c >= 400 && c < 500, c == http.StatusServiceUnavailable:
 			var env api.Envelope
 			if err := json.Unmarshal(rec.Body.Bytes(), &env); err != nil || env.Error == nil || env.Error.Code == "" {
 				t.Fatalf("%d without an error envelope: %s", c, rec.Body)
+			}
+			if c == http.StatusServiceUnavailable && env.Error.Code != api.CodeFLMUnavailable {
+				t.Fatalf("503 %s", rec.Body)
 			}
 		default:
 			t.Fatalf("status %d for id %q body %q: %s", c, id, body, rec.Body)

@@ -164,6 +164,7 @@ func (s *Server) deleteModel(w http.ResponseWriter, r *http.Request, rf ref.Ref)
 			}
 		}
 	}
+	s.removeFLMFiles(removed)
 	writeJSON(w, http.StatusOK, removed)
 }
 

@@ -90,7 +90,11 @@ func (s *Server) startPull(w http.ResponseWriter, r *http.Request, rf ref.Ref) {
 	}
 	switch rf.Kind {
 	case ref.KindFLM:
-		writeErr(w, api.Errorf(api.CodeUnsupported, http.StatusNotImplemented, "%s is an FLM tag; FLM pulls need the FLM toolbox backend, which this version does not include", rf))
+		if err := s.checkFLMPull(r.Context(), rf, body); err != nil {
+			writeErr(w, err)
+			return
+		}
+		s.respondPull(w, r, rf, jobs.Options{})
 		return
 	case ref.KindLocal:
 		writeErr(w, api.Errorf(api.CodeUnsupported, http.StatusBadRequest, "%s is a local model id, not something to pull; use a Hugging Face ref such as org/name:Q4_K_M", rf))
@@ -124,8 +128,14 @@ func (s *Server) startPull(w http.ResponseWriter, r *http.Request, rf ref.Ref) {
 			return
 		}
 	}
+	s.respondPull(w, r, rf, jobs.Options{Endpoint: body.Endpoint, Include: body.Include, Exclude: body.Exclude, Format: body.Format})
+}
+
+// respondPull starts (or joins) the pull of rf and answers 202 with its
+// status.
+func (s *Server) respondPull(w http.ResponseWriter, r *http.Request, rf ref.Ref, opts jobs.Options) {
 	ctx := r.Context()
-	j, existing, err := s.beginPull(ctx, rf, jobs.Options{Endpoint: body.Endpoint, Include: body.Include, Exclude: body.Exclude, Format: body.Format})
+	j, existing, err := s.beginPull(ctx, rf, opts)
 	if err != nil {
 		writeErr(w, err)
 		return

@@ -20,6 +20,7 @@ import (
 	"github.com/hal0ai/hal0/internal/api"
 	"github.com/hal0ai/hal0/internal/config"
 	"github.com/hal0ai/hal0/internal/dashboard"
+	"github.com/hal0ai/hal0/internal/flm"
 	"github.com/hal0ai/hal0/internal/jobs"
 	"github.com/hal0ai/hal0/internal/registry"
 	"github.com/hal0ai/hal0/internal/runner"
@@ -37,6 +38,9 @@ type Server struct {
 	// HF is the Hugging Face–compatible endpoint (internal/hfserve) served
 	// at /hf/; nil turns it off.
 	HF http.Handler
+	// FLM reads FastFlowLM's catalog; nil builds one from Cfg on first
+	// use.
+	FLM *flm.Prober
 	// AllowedHosts are extra Host names accepted on TCP besides loopback.
 	AllowedHosts []string
 	Logf         func(format string, a ...any)
@@ -49,6 +53,7 @@ type Server struct {
 	lastActive atomic.Int64 // unix nanos of the last request
 	inflight   atomic.Int64
 
+	flmOnce   sync.Once
 	closeOnce sync.Once
 	closing   chan struct{} // made by Handler, closed by CloseStreams
 }
@@ -105,6 +110,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /api/models", s.listModels)
 	mux.HandleFunc("GET /api/pulls", s.listPulls)
 	mux.HandleFunc("/api/models/", s.modelRoutes)
+	mux.HandleFunc("GET /api/flm/models", s.flmModels)
 	s.registerSlots(mux)
 	s.registerCatalog(mux)
 	if s.HF != nil {

@@ -78,9 +78,17 @@ type testAPI struct {
 
 const apiToken = "s3cret-token"
 
+// noFLM points the configuration at an flm that does not exist, so that
+// nothing here runs podman (the default runtime) or a host flm.
+func noFLM(cfg *config.Config) {
+	cfg.FLM.Runtime = "host"
+	cfg.FLM.FLMPath = filepath.Join(cfg.Paths.StateDir, "no-flm")
+}
+
 func newAPI(t *testing.T) *testAPI {
 	t.Helper()
 	cfg := config.Default(t.TempDir())
+	noFLM(cfg)
 	fr := &fakeRunner{state: map[string]runner.State{}}
 	s := &Server{Cfg: cfg, Jobs: jobs.Open(cfg.Paths.JobsDir()), Registry: registry.Open(cfg.Paths.RegistryFile()),
 		Runner: fr, Token: config.NewSecret(apiToken), EventInterval: 10 * time.Millisecond}
@@ -239,7 +247,7 @@ func TestErrors(t *testing.T) {
 		code               string
 	}{
 		{"POST", "/api/models/..%2Fx/pull", "", 400, api.CodeInvalidRef},
-		{"POST", "/api/models/qwen3:4b/pull", "", 501, api.CodeUnsupported},
+		{"POST", "/api/models/qwen3:4b/pull", "", 503, api.CodeFLMUnavailable},
 		{"POST", "/api/models/my-model/pull", "", 400, api.CodeUnsupported},
 		{"POST", model + "/pull", `{"colour":"red"}`, 400, api.CodeBadRequest},
 		{"POST", model + "/pull", `{"format":"iso"}`, 400, api.CodeBadRequest},

@@ -66,6 +66,11 @@ func (s *Server) registerSlots(mux *http.ServeMux) {
 // slots are few, and an edited file then needs no restart of hal0-apid.
 func (s *Server) slotConfigs() ([]*slots.Config, error) {
 	cs, err := slots.LoadConfigs(s.Cfg.Paths.SlotConfigDir())
+	var npu *slots.NPUConflictError
+	if errors.As(err, &npu) {
+		return nil, &api.Error{Code: api.CodeSlotNPU, Status: http.StatusConflict, Err: err,
+			Message: fmt.Sprintf("slot configuration: %v: the NPU has one hardware context, so set enabled = false in one of them", err)}
+	}
 	if err != nil {
 		return nil, api.Errorf(api.CodeSlotConfig, http.StatusBadRequest, "slot configuration: %v", err)
 	}
@@ -217,6 +222,12 @@ func (s *Server) slotAction(kind slots.EventKind) http.HandlerFunc {
 			return
 		}
 		name := c.Slot.Name
+		if c.Slot.Backend == "flm" && !installed && model != "" {
+			if err := s.flmSlotModel(r.Context(), name, model); err != nil {
+				writeErr(w, err)
+				return
+			}
+		}
 
 		slotMu.Lock()
 		defer slotMu.Unlock()

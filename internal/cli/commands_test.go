@@ -33,7 +33,7 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"model", "pull", "demo/../x"}, api.ExitUsage, "invalid model ref"},
 		{[]string{"model", "pull", "demo/m", "--format", "zip"}, api.ExitUsage, "use dir or qcow2"},
 		{[]string{"model", "pull"}, api.ExitUsage, "want exactly one REF"},
-		{[]string{"model", "pull", "qwen3:4b"}, api.ExitUsage, "FLM"},
+		{[]string{"model", "pull", "qwen3:4b"}, api.ExitFailed, "could not read FLM's catalog"},
 		{[]string{"model", "list", "--api", "ftp://x"}, api.ExitUsage, "want http://host:port"},
 		{[]string{"pull", "status", "--follow"}, api.ExitUsage, "--follow needs a REF"},
 		{[]string{"model", "frobnicate"}, api.ExitUsage, "unknown command"},

@@ -290,6 +290,19 @@ func streamEvents(ctx context.Context, c *client.Client, id string, out chan<- *
 	}
 }
 
+// cancelNote says what a cancel left: HF pulls keep their partial data
+// for a resume; FLM pulls remove it, because flm takes any file it finds
+// for a complete one.
+func cancelNote(st *api.PullStatus) string {
+	if st.Kind == "flm" {
+		if i := strings.Index(st.Error, "its partial model directory"); i >= 0 {
+			return st.Error[i:]
+		}
+		return "flm's partial files are not kept"
+	}
+	return "partial data is kept: pull again to resume"
+}
+
 // outcome turns a final status into the command's result: nil for a
 // completed pull, else an error whose code gives the exit status.
 func outcome(st *api.PullStatus) error {
@@ -297,7 +310,7 @@ func outcome(st *api.PullStatus) error {
 	case "completed":
 		return nil
 	case "cancelled":
-		return api.Errorf(api.CodeCancelled, 0, "pull of %s cancelled (job %s); partial data is kept: pull again to resume", st.ModelID, st.JobID)
+		return api.Errorf(api.CodeCancelled, 0, "pull of %s cancelled (job %s); %s", st.ModelID, st.JobID, cancelNote(st))
 	}
 	code := st.ErrorCode
 	if code == "" {

@@ -207,7 +207,7 @@ func pullCancel(fs *flag.FlagSet) func(context.Context, []string) error {
 		case st.State == "cancelled":
 			// The reply is the same whether this call or an earlier one
 			// cancelled it.
-			fmt.Fprintf(Stdout, "the pull of %s is cancelled (job %s); partial data is kept: pull again to resume\n", st.ModelID, st.JobID)
+			fmt.Fprintf(Stdout, "the pull of %s is cancelled (job %s); %s\n", st.ModelID, st.JobID, cancelNote(st))
 		case st.Final():
 			fmt.Fprintf(Stdout, "the pull of %s had already ended: %s (job %s)\n", st.ModelID, st.State, st.JobID)
 		default:

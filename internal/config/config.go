@@ -22,6 +22,7 @@ type Config struct {
 	HF    HF    `toml:"hf"`
 	Pull  Pull  `toml:"pull"`
 	API   API   `toml:"api"`
+	FLM   FLM   `toml:"flm"`
 
 	Catalog Catalog `toml:"catalog"`
 
@@ -168,6 +169,7 @@ func Default(home string) *Config {
 			Interval: Duration(DefaultCatalogInterval), Limit: DefaultCatalogLimit,
 			Concurrency: DefaultCatalogConcurrency,
 		},
+		FLM: defaultFLM(),
 	}
 	return c
 }
@@ -272,7 +274,10 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("api.listen %q: want unix:/path or tcp:host:port", l)
 		}
 	}
-	return c.Catalog.validate()
+	if err := c.Catalog.validate(); err != nil {
+		return err
+	}
+	return c.FLM.validate()
 }
 
 func checkEndpoint(e string) error {

@@ -277,3 +277,54 @@ func TestHFPullThroughAndGated(t *testing.T) {
 		t.Fatalf("bad value: %v", err)
 	}
 }
+
+func TestFLMSection(t *testing.T) {
+	home := t.TempDir()
+	c, err := LoadEnv(envMap(map[string]string{"HAL0_HOME": home}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.FLM.Runtime != "podman" || c.FLM.ToolboxImage != DefaultFLMImage || c.FLM.CatalogTTL != Duration(5*time.Minute) ||
+		c.FLMCacheDir() != filepath.Join(home, "var/lib/hal0/.config/flm/models") {
+		t.Fatalf("defaults %+v, cache %s", c.FLM, c.FLMCacheDir())
+	}
+	writeConfig(t, home, `
+[flm]
+runtime = "host"
+flm_path = "/opt/flm/bin/flm"
+cache_dir = "/srv/flm/models"
+catalog_ttl = "30s"
+devices = ["/dev/accel/accel0"]
+`)
+	c, err = LoadEnv(envMap(map[string]string{"HAL0_HOME": home, "HAL0_FLM_CATALOG_TTL": "1m"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.FLM.Runtime != "host" || c.FLM.FLMPath != "/opt/flm/bin/flm" || c.FLMCacheDir() != "/srv/flm/models" ||
+		c.FLM.CatalogTTL != Duration(time.Minute) || len(c.FLM.Devices) != 1 {
+		t.Fatalf("from file and env: %+v", c.FLM)
+	}
+	for body, want := range map[string]string{
+		"[flm]\nruntime = \"docker\"\n":                                `flm.runtime = "docker": use podman`,
+		"[flm]\ntoolbox_image = \"\"\n":                                "flm.toolbox_image is empty",
+		"[flm]\nruntime = \"host\"\ncache_dir = \"/srv/flm\"\n":        "must end in /models",
+		"[flm]\ncache_dir = \"relative/models\"\n":                     "must be an absolute path",
+		"[flm]\nprobe_timeout = \"10ms\"\n":                            "flm.probe_timeout",
+		"[flm]\nimage = \"x\"\n":                                       `unknown key "flm.image"`,
+		"[flm]\nruntime = \"host\"\nflm_path = \"\"\n":                 "flm.flm_path is empty",
+		"[flm]\nruntime = \"podman\"\npodman_path = \"\"\n":            "flm.podman_path is empty",
+		"[flm]\nruntime = \"host\"\ncache_dir = \"/x/models\"\n[pull]": "",
+	} {
+		writeConfig(t, home, body)
+		_, err := LoadEnv(envMap(map[string]string{"HAL0_HOME": home}))
+		if want == "" {
+			if err != nil {
+				t.Errorf("%q: %v", body, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want %q", body, err, want)
+		}
+	}
+}

@@ -58,6 +58,16 @@ var envVars = []struct {
 		c.API.HFPullThrough = b
 		return err
 	}},
+	{"HAL0_FLM_RUNTIME", "flm runtime: podman or host", func(c *Config, v string) error { c.FLM.Runtime = v; return nil }},
+	{"HAL0_FLM_TOOLBOX_IMAGE", "the FLM toolbox image", func(c *Config, v string) error { c.FLM.ToolboxImage = v; return nil }},
+	{"HAL0_FLM_PODMAN", "podman executable for the FLM toolbox", func(c *Config, v string) error { c.FLM.PodmanPath = v; return nil }},
+	{"HAL0_FLM_PATH", "host flm executable", func(c *Config, v string) error { c.FLM.FLMPath = v; return nil }},
+	{"HAL0_FLM_CACHE_DIR", "flm's model directory on the host", func(c *Config, v string) error { c.FLM.CacheDir = v; return nil }},
+	{"HAL0_FLM_CATALOG_TTL", "how long flm list -j is cached", func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		c.FLM.CatalogTTL = Duration(d)
+		return err
+	}},
 	{"HF_ENDPOINT", "Hugging Face endpoint", func(c *Config, v string) error { c.HF.Endpoint = strings.TrimRight(v, "/"); return nil }},
 	{"HF_HUB_OFFLINE", "1 forbids network access", func(c *Config, v string) error {
 		b, err := parseBool(v)

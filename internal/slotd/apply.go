@@ -169,11 +169,12 @@ func (d *daemon) runSpec(sl *slot, model string, now time.Time) (*RunSpec, error
 	if !ok {
 		return nil, fmt.Errorf("model %s is not in the registry (%s)", model, d.reg.Path())
 	}
+	c := sl.cfg
 	path := m.Path
-	if path == "" {
+	if path == "" || c.Slot.Backend == "flm" {
+		// flm serves tags, not paths: its cache is its own.
 		path = model
 	}
-	c := sl.cfg
 	return &RunSpec{Slot: sl.name, ModelID: model, Model: path, Port: c.Slot.Port, Context: c.Model.ContextSize,
 		Backend: c.Slot.Backend, Written: now.UTC()}, nil
 }

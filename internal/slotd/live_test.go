@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hal0ai/hal0/internal/config"
+	"github.com/hal0ai/hal0/internal/flm/flmtest"
 	"github.com/hal0ai/hal0/internal/hubtest"
 	"github.com/hal0ai/hal0/internal/jobs"
 	"github.com/hal0ai/hal0/internal/livesystemd"
@@ -58,6 +59,8 @@ type env struct {
 	cfg  *config.Config
 	port int    // the slot's
 	gate string // the stand-in's --gate file
+	// unitEnv is added to every unit's environment (" K=V…").
+	unitEnv string
 }
 
 // slotOpts shape the slot's config.
@@ -66,6 +69,10 @@ type slotOpts struct {
 	gated         bool     // warming lasts until env.openGate
 	healthTimeout string   // [health] timeout; default 60s
 	idleTimeout   string   // [slot] idle_timeout; default 0 (never)
+	// flm makes the slot an flm slot with no [server] command, its units
+	// getting the variables flm returns for the slot's HAL0_HOME
+	// (flmtest's stand-in as the host flm).
+	flm func(home string) map[string]string
 }
 
 func newEnv(t *testing.T, o slotOpts) *env {
@@ -98,7 +105,14 @@ func newEnv(t *testing.T, o slotOpts) *env {
 		b, _ := json.Marshal(ss)
 		return string(b)
 	}
-	writeFile(t, filepath.Join(e.cfg.Paths.SlotConfigDir(), slotName+".toml"), fmt.Sprintf(`[slot]
+	if o.flm != nil {
+		for _, kv := range flmtest.Environ(o.flm(home)) {
+			e.unitEnv += " " + kv
+		}
+		writeFile(t, filepath.Join(e.cfg.Paths.SlotConfigDir(), slotName+".toml"), fmt.Sprintf(
+			"[slot]\nport = %d\nbackend = \"flm\"\n\n[model]\ncontext_size = %d\n\n[health]\ntimeout = %q\n", e.port, ctxSize, o.healthTimeout))
+	} else {
+		writeFile(t, filepath.Join(e.cfg.Paths.SlotConfigDir(), slotName+".toml"), fmt.Sprintf(`[slot]
 port = %d
 backend = "llama-server"
 idle_timeout = %q
@@ -113,6 +127,7 @@ extra_args = %s
 [health]
 timeout = %q
 `, e.port, o.idleTimeout, ctxSize, quoted([]string{bins.standin, "--model", "{model}", "--port", "{port}", "--ctx", "{ctx}"}), quoted(args), o.healthTimeout))
+	}
 
 	var opts []livesystemd.Option
 	for name, text := range e.units() {
@@ -130,7 +145,7 @@ timeout = %q
 // being replaced fails the test, so the tests follow the shipped files.
 func (e *env) units() map[string]string {
 	t := e.t
-	home := "Environment=HAL0_HOME=" + e.home
+	home := "Environment=HAL0_HOME=" + e.home + e.unitEnv
 	cache := filepath.Join(e.home, "cache", "slot-%I")
 	return map[string]string{
 		"hal0.slice": substitute(t, "../../units/hal0.slice", nil),

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/hal0ai/hal0/internal/flm/flmtest"
 )
 
 // bins are what the live tests run in the private systemd: hal0-slotd
@@ -21,6 +23,7 @@ var bins struct {
 	slotd   string
 	pull    string
 	standin string
+	flm     string // flmtest's stand-in flm
 }
 
 // scratchPrefix names scratch roots; the test binary's pid follows, so a
@@ -51,6 +54,10 @@ func testMain(m *testing.M) int {
 			fmt.Fprintf(os.Stderr, "slotd tests: go build %s: %v\n%s", b.pkg, err, out)
 			return 1
 		}
+	}
+	if bins.flm, _, err = flmtest.Build(binDir); err != nil {
+		fmt.Fprintln(os.Stderr, "slotd tests:", err)
+		return 1
 	}
 	return m.Run()
 }

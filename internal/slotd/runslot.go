@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hal0ai/hal0/internal/config"
+	"github.com/hal0ai/hal0/internal/flm"
 	"github.com/hal0ai/hal0/internal/fsutil"
 	"github.com/hal0ai/hal0/internal/slots"
 )
@@ -27,7 +28,8 @@ type RunSpec struct {
 	Slot    string `json:"slot"`
 	ModelID string `json:"model_id"` // registry id
 	// Model is what {model} becomes: the file the backend opens (a GGUF),
-	// or the registry id for a model without a path (an FLM tag).
+	// or the registry id for a model without a path and for flm slots
+	// (an FLM tag: flm finds it in its own cache).
 	Model   string    `json:"model"`
 	Port    int       `json:"port"` // {port}, on 127.0.0.1
 	Context int       `json:"ctx"`  // {ctx}, model.context_size (0: the model's own)
@@ -114,14 +116,82 @@ func RunSlot(cfg *config.Config, name string) error {
 	if spec.Slot != name {
 		return fmt.Errorf("run spec %s is for slot %q, not %q", path, spec.Slot, name)
 	}
-	argv, err := Command(c, spec)
+	devices := NPUDevices(cfg.FLM.Devices)
+	l, err := LaunchFor(cfg, c, spec, devices)
 	if err != nil {
 		return err
 	}
+	argv := l.Argv
 	prog, err := exec.LookPath(argv[0])
 	if err != nil {
 		return fmt.Errorf("slot %s: backend %w", name, err)
 	}
+	if len(l.Cleanup) > 0 {
+		// A toolbox container left by an earlier start that was killed
+		// holds the name; removing it may fail harmlessly.
+		rm := exec.Command(l.Cleanup[0], l.Cleanup[1:]...)
+		rm.Stdout, rm.Stderr = os.Stderr, os.Stderr
+		rm.Run()
+		if len(devices) == 0 {
+			fmt.Fprintf(os.Stderr, "hal0-slot %s: no NPU device matches %s; flm in the toolbox will not find the NPU\n", name, strings.Join(cfg.FLM.Devices, " "))
+		}
+	}
 	fmt.Fprintf(os.Stderr, "hal0-slot %s: serving %s on 127.0.0.1:%d: %s\n", name, spec.ModelID, spec.Port, strings.Join(argv, " "))
-	return fmt.Errorf("slot %s: exec %s: %w", name, prog, unix.Exec(prog, argv, os.Environ()))
+	return fmt.Errorf("slot %s: exec %s: %w", name, prog, unix.Exec(prog, argv, append(os.Environ(), l.Env...)))
+}
+
+// Launch is what run-slot executes for a slot.
+type Launch struct {
+	Argv []string
+	// Env is added to the unit's environment.
+	Env []string
+	// Cleanup runs first, and may fail: it removes a leftover toolbox
+	// container of the slot.
+	Cleanup []string
+}
+
+// LaunchFor resolves a slot's backend for spec. An flm slot without
+// [server] command runs `flm serve <tag>` as [flm] in hal0.toml says: in
+// the toolbox image (podman run … with the FLM cache mounted, devices
+// passed through and the port published on 127.0.0.1) or as the host flm;
+// [server] extra_args are appended to flm's arguments. Anything else is
+// Command.
+func LaunchFor(cfg *config.Config, c *slots.Config, spec *RunSpec, devices []string) (*Launch, error) {
+	if c.Slot.Backend != "flm" || len(c.Server.Command) > 0 {
+		argv, err := Command(c, spec)
+		if err != nil {
+			return nil, err
+		}
+		return &Launch{Argv: argv}, nil
+	}
+	r := strings.NewReplacer("{model}", spec.ModelID, "{port}", strconv.Itoa(spec.Port), "{ctx}", strconv.Itoa(spec.Context))
+	var extra []string
+	for _, a := range c.Server.ExtraArgs {
+		extra = append(extra, r.Replace(a))
+	}
+	tb := flm.New(cfg)
+	cmd := tb.Serve(spec.ModelID, flm.ServeOptions{Port: spec.Port, Context: spec.Context, Name: flm.SlotContainer(c.Slot.Name),
+		Devices: devices, Extra: extra})
+	l := &Launch{Argv: cmd.Argv, Env: cmd.Env}
+	if rm, ok := tb.Remove(cmd.Container); ok {
+		l.Cleanup = rm.Argv
+	}
+	return l, nil
+}
+
+// NPUDevices expands [flm] devices (globs such as /dev/accel/*) to the
+// device nodes present.
+func NPUDevices(patterns []string) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, p := range patterns {
+		matches, _ := filepath.Glob(p)
+		for _, m := range matches {
+			if !seen[m] {
+				seen[m] = true
+				out = append(out, m)
+			}
+		}
+	}
+	return out
 }

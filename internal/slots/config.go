@@ -100,6 +100,17 @@ func (c *Config) validate(base string) error {
 	return nil
 }
 
+// NPUConflictError is two enabled slots with backend flm: the NPU has
+// one hardware context, and a second flm serve fails.
+type NPUConflictError struct {
+	File  string
+	Slots [2]string
+}
+
+func (e *NPUConflictError) Error() string {
+	return fmt.Sprintf("%s: slots %s and %s both use the NPU (backend flm); only one may be enabled", e.File, e.Slots[0], e.Slots[1])
+}
+
 // IsEnabled reports slot.enabled, default true.
 func (c *Config) IsEnabled() bool { return c.Slot.Enabled == nil || *c.Slot.Enabled }
 
@@ -135,7 +146,7 @@ func LoadConfigs(dir string) ([]*Config, error) {
 		ports[c.Slot.Port] = c.Slot.Name
 		if c.Slot.Backend == "flm" && c.IsEnabled() {
 			if npu != "" {
-				return nil, fmt.Errorf("%s: slots %s and %s both use the NPU (backend flm); only one may be enabled", p, npu, c.Slot.Name)
+				return nil, &NPUConflictError{File: p, Slots: [2]string{npu, c.Slot.Name}}
 			}
 			npu = c.Slot.Name
 		}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/hal0ai/hal0/internal/api"
 	"github.com/hal0ai/hal0/internal/config"
+	"github.com/hal0ai/hal0/internal/flm"
 	"github.com/hal0ai/hal0/internal/fsutil"
 	"github.com/hal0ai/hal0/internal/jobs"
 	"github.com/hal0ai/hal0/internal/progress"
@@ -106,27 +107,7 @@ func run(ctx context.Context, cfg *config.Config, o Options) (*registry.Model, e
 	sd.Status("resolving %s", id)
 	log.Printf("pull %s started (job %s, attempt %d)", id, job.ID, job.Attempts)
 
-	eng := pull.New(cfg)
-	eng.Logf = log.Printf
-	req := pull.Request{Ref: rf, Endpoint: job.Options.Endpoint, Include: job.Options.Include, Exclude: job.Options.Exclude, DiscardPartial: job.Options.DiscardPartial}
-	if job.Options.Revision != "" && rf.Revision == "" {
-		req.Ref.Revision = job.Options.Revision
-	}
-	if job.Options.Quant != "" && rf.Quant == "" && rf.File == "" {
-		req.Ref.Quant = job.Options.Quant
-	}
-	req.OnPinned = func(p *pull.Pinned) {
-		// Written at once, not with the next progress report: hal0-apid
-		// waits for it to serve the files while they download.
-		if _, err := store.Update(ctx, job.ID, func(j *jobs.Job) error {
-			j.Pinned = jobPinned(p)
-			j.Commit = p.Commit
-			return nil
-		}); err != nil && ctx.Err() == nil {
-			log.Errorf("record the pinned files of job %s: %v", job.ID, err)
-		}
-	}
-	h := eng.Start(req)
+	h := start(ctx, cfg, rf, job, store, log)
 
 	type result struct {
 		m   *registry.Model
@@ -199,7 +180,11 @@ loop:
 		return nil, &loggedError{res.err}
 	}
 	sd.Status("completed %s", id)
-	log.With(map[string]string{"HAL0_BYTES": strconv.FormatInt(final.Total, 10), "HAL0_COMMIT": res.m.Commit}, "pull %s completed: %s in %s", id, progress.Bytes(res.m.SizeBytes), res.m.Path)
+	fields := map[string]string{"HAL0_BYTES": strconv.FormatInt(final.Total, 10)}
+	if res.m.Commit != "" { // FLM models have none
+		fields["HAL0_COMMIT"] = res.m.Commit
+	}
+	log.With(fields, "pull %s completed: %s in %s", id, progress.Bytes(res.m.SizeBytes), res.m.Path)
 	if rep.render != nil {
 		rep.render.Done(fmt.Sprintf("%s: %s installed in %s", id, progress.Bytes(res.m.SizeBytes), res.m.Path))
 	}
@@ -212,6 +197,43 @@ func jobPinned(p *pull.Pinned) *jobs.Pinned {
 		out.Files = append(out.Files, jobs.PinnedFile{Path: f.Path, Size: f.Size, LFS: f.LFS, SHA256: f.SHA256, GitOID: f.GitOID})
 	}
 	return out
+}
+
+// handle is a pull in progress: the Hugging Face engine's, or FLM's.
+type handle interface {
+	Progress() pull.Progress
+	Wait(ctx context.Context) (*registry.Model, error)
+}
+
+// start prepares the pull of rf: FLM tags go to flm (internal/flm),
+// everything else to the download engine.
+func start(ctx context.Context, cfg *config.Config, rf ref.Ref, job *jobs.Job, store *jobs.Store, log *sd.Logger) handle {
+	if rf.Kind == ref.KindFLM {
+		p := flm.NewPuller(cfg)
+		p.Logf = log.Printf
+		return p.Start(rf.Tag)
+	}
+	eng := pull.New(cfg)
+	eng.Logf = log.Printf
+	req := pull.Request{Ref: rf, Endpoint: job.Options.Endpoint, Include: job.Options.Include, Exclude: job.Options.Exclude, DiscardPartial: job.Options.DiscardPartial}
+	if job.Options.Revision != "" && rf.Revision == "" {
+		req.Ref.Revision = job.Options.Revision
+	}
+	if job.Options.Quant != "" && rf.Quant == "" && rf.File == "" {
+		req.Ref.Quant = job.Options.Quant
+	}
+	req.OnPinned = func(p *pull.Pinned) {
+		// Written at once, not with the next progress report: hal0-apid
+		// waits for it to serve the files while they download.
+		if _, err := store.Update(ctx, job.ID, func(j *jobs.Job) error {
+			j.Pinned = jobPinned(p)
+			j.Commit = p.Commit
+			return nil
+		}); err != nil && ctx.Err() == nil {
+			log.Errorf("record the pinned files of job %s: %v", job.ID, err)
+		}
+	}
+	return eng.Start(req)
 }
 
 // pickJob finds the job to run: the named one, the ref's queued or

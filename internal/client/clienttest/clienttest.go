@@ -26,6 +26,7 @@ import (
 	"github.com/hal0ai/hal0/internal/apiserver"
 	"github.com/hal0ai/hal0/internal/client"
 	"github.com/hal0ai/hal0/internal/config"
+	"github.com/hal0ai/hal0/internal/flm"
 	"github.com/hal0ai/hal0/internal/hubtest"
 	"github.com/hal0ai/hal0/internal/jobs"
 	"github.com/hal0ai/hal0/internal/registry"
@@ -73,6 +74,26 @@ type Env struct {
 
 	mu   sync.Mutex
 	reqs []string // "METHOD RequestURI" as received
+	vars map[string]string
+}
+
+// UseFLM points hal0-apid and the workers it starts at an flm: vars are
+// HAL0_FLM_* settings and the knobs of flmtest's stand-in
+// (flmtest.Env.Vars). Call it before the first request that needs flm.
+func (e *Env) UseFLM(t testing.TB, vars map[string]string) {
+	t.Helper()
+	for k, v := range vars {
+		e.vars[k] = v
+		e.Runner.Process.Env = append(e.Runner.Process.Env, k+"="+v)
+	}
+	cfg, err := config.LoadEnv(func(k string) (string, bool) { v, ok := e.vars[k]; return v, ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Cfg.FLM = cfg.FLM
+	p := flm.NewProber(e.Cfg)
+	p.Env = e.Runner.Process.Env
+	e.Server.FLM = p
 }
 
 // New starts an Env; everything stops when t ends. pullBin comes from
@@ -94,7 +115,11 @@ func New(t testing.TB, pullBin string) *Env {
 	vars := map[string]string{
 		"HAL0_HOME": e.Home, "HF_ENDPOINT": hub.URL, "HAL0_DISK_RESERVE": "0",
 		"HAL0_PULL_CHUNK_SIZE": "1MiB", "HAL0_PULL_CONNECTIONS": "4", "HAL0_API_TOKEN": Token,
+		// No flm unless a test asks for the stand-in (UseFLM): the default
+		// runtime would run podman.
+		"HAL0_FLM_RUNTIME": "host", "HAL0_FLM_PATH": filepath.Join(e.Home, "no-flm"),
 	}
+	e.vars = vars
 	// A unix socket path must fit in 108 bytes; long test names can push
 	// the temporary HAL0_HOME past that.
 	if len(filepath.Join(e.Home, config.DefaultRuntimeDir, "api.sock")) > 100 {

@@ -15,7 +15,7 @@ import { mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { after, before, test } from 'node:test';
 import { chromium } from 'playwright-core';
-import { BASE_MODEL, SLOT, Stack, TOKEN, repoRoot } from './stack.mjs';
+import { BASE_MODEL, NPU_BYTES, NPU_MODEL, SLOT, Stack, TOKEN, repoRoot } from './stack.mjs';
 
 const artifacts = process.env.HAL0_ARTIFACTS || resolve(repoRoot, 'test-artifacts', 'dashboard');
 const executablePath = process.env.HAL0_CHROMIUM || '/usr/bin/chromium';
@@ -152,6 +152,36 @@ test('pull by reference: the 401 asks for the token, the bar reaches 100% and th
   // The completed pull stays in the Pulls list of this page.
   await stateOf(page.locator(`#pulls-list article[data-model="${TINY}"]`), 'completed').waitFor();
   await shot(page, 'models');
+});
+
+test('NPU models: the FLM catalog lists what is not installed, and Pull installs it for the NPU', async () => {
+  await view(page, 'Models');
+  const row = page.locator(`#npu-body tr[data-model="${NPU_MODEL}"]`);
+  await row.waitFor();
+  assert.equal(await row.locator('td[data-label=Size]').textContent(), '8.0 MiB');
+  assert.equal(await row.locator('td[data-label=Capabilities]').textContent(), 'chat');
+  assert.equal(await page.locator('#npu-body tr[data-model="embed-gemma:300m"] td[data-label=Capabilities]').textContent(), 'embed');
+  await shot(page, 'models-npu');
+
+  await row.getByRole('button', { name: `Pull ${NPU_MODEL}` }).click();
+  const card = page.locator(`#pulls-list article[data-model="${NPU_MODEL}"]`);
+  await stateOf(card, 'completed').waitFor();
+  assert.match(await card.locator('[data-role=stats]').textContent(), /^8\.0 MiB of 8\.0 MiB · 100%/);
+
+  // Installed for the NPU: the row moves to the Installed table.
+  const inst = page.locator(`#models-body tr[data-model="${NPU_MODEL}"]`);
+  await inst.waitFor();
+  assert.equal(await inst.locator('td[data-label=Backends]').textContent(), 'npu');
+  assert.equal(await inst.locator('td[data-label=Source]').textContent(), 'flm');
+  assert.ok(await inst.getByRole('button', { name: `Pull ${NPU_MODEL}` }).isVisible(), 'NPU rows carry pullable = true');
+  await row.waitFor({ state: 'detached' });
+  const [m] = (await stack.api('GET', '/api/models')).filter((x) => x.id === NPU_MODEL);
+  assert.deepEqual(m.backends, ['npu']);
+  assert.equal(m.metadata.runtime, 'flm');
+  // The stand-in splits the catalog size over the weights; config.json
+  // comes on top.
+  assert.equal(m.size_bytes, NPU_BYTES + m.files.find((f) => f.path === 'config.json').size);
+  await shot(page, 'models-npu-installed');
 });
 
 test('a second pull, held by a hub stall, shows live progress and is cancelled from the page', async () => {

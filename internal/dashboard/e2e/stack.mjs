@@ -23,6 +23,11 @@ export const TOKEN = 'dashboard-e2e-token';
 export const SLOT = 'main';
 export const BASE_MODEL = 'e2e/base-GGUF:Q4_K_M';
 
+/** The NPU model the tests pull, from FastFlowLM's catalog: flm is
+ * internal/flm/flmtest's stand-in (no NPU here), run as the host flm. */
+export const NPU_MODEL = 'qwen3:4b';
+export const NPU_BYTES = 8 << 20;
+
 const run = promisify(execFile);
 
 // Every child still running when Node exits (a failed assertion, Ctrl-C)
@@ -169,7 +174,7 @@ export class Stack {
 
     // Built from this tree, as the apid tests do: the suite tests the
     // code beside it, not whatever hal0-apid is installed.
-    await run('go', ['build', '-o', `${this.bin}/`, 'github.com/hal0ai/hal0/hal0-apid', 'github.com/hal0ai/hal0/hal0-pull', './internal/dashboard/e2e/e2ehelper'], {
+    await run('go', ['build', '-o', `${this.bin}/`, 'github.com/hal0ai/hal0/hal0-apid', 'github.com/hal0ai/hal0/hal0-pull', './internal/dashboard/e2e/e2ehelper', './internal/flm/flmtest/standin'], {
       cwd: repoRoot,
       maxBuffer: 16 << 20,
     }).catch((err) => {
@@ -185,6 +190,22 @@ export class Stack {
     await mkdir(slotDir, { recursive: true });
     await writeFile(join(slotDir, `${SLOT}.toml`), `[slot]\nname = "${SLOT}"\nport = 18080\nbackend = "llama-server"\nrole = "primary"\n\n[model]\ndefault = "${BASE_MODEL}"\n`);
     await writeFile(join(slotDir, 'npu.toml'), '[slot]\nname = "npu"\nport = 18081\nbackend = "flm"\nrole = "npu"\n\n[model]\ndefault = "qwen3:4b"\n');
+
+    // FastFlowLM's catalog for the stand-in flm (model_list.json, as flm
+    // reads it from FLM_CONFIG_PATH).
+    const flmCatalog = join(this.tmp, 'flm', 'model_list.json');
+    await mkdir(dirname(flmCatalog), { recursive: true });
+    const entry = (repo, size, label) => ({
+      name: repo, url: `https://huggingface.co/FastFlowLM/${repo}`, size, files: ['config.json', 'model.q4nx', 'tokenizer.json'],
+      label, footprint: 2.5, default_context_length: 32768, details: { format: 'NPU2' },
+    });
+    await writeFile(flmCatalog, JSON.stringify({
+      model_path: 'models',
+      models: {
+        qwen3: { '4b': entry('Qwen3-4B-NPU2', NPU_BYTES, ['reasoning', 'tool-calling']) },
+        'embed-gemma': { '300m': entry('embeddinggemma-300m-NPU2', 1 << 20, ['embeddings']) },
+      },
+    }));
 
     // A clean environment: an HF_TOKEN or HAL0_* of the machine running
     // the suite would change what the hub answers or where files go.
@@ -205,6 +226,11 @@ export class Stack {
       HAL0_PULL_CONNECTIONS: '4',
       // The stalled pull must stay stalled until the page cancels it.
       HAL0_STALL_TIMEOUT: '10m',
+      // flm: the stand-in as the host flm, its cache under HAL0_HOME.
+      HAL0_FLM_RUNTIME: 'host',
+      HAL0_FLM_PATH: join(this.bin, 'standin'),
+      FLM_CONFIG_PATH: flmCatalog,
+      FLM_STANDIN_RATE: String(8 << 20),
     };
     const sock = join(this.home, 'run', 'hal0', 'api.sock');
     const apid = this.#spawn('hal0-apid', join(this.bin, 'hal0-apid'), ['--runner=process', `--listen=tcp:127.0.0.1:0,unix:${sock}`], this.env);

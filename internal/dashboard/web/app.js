@@ -4,6 +4,7 @@
 import { getToken, onTokenChange, request, setToken, setTokenPrompt } from './api.js';
 import { $, announce, setText, show } from './dom.js';
 import { ModelsTable } from './models.js';
+import { NPUCatalog } from './npu.js';
 import { PullForm, PullStore, PullsList, isFinal } from './pulls.js';
 import { SlotsView } from './slots.js';
 
@@ -21,6 +22,9 @@ const MODELS_EVERY_MS = 30000;
 
 const store = new PullStore();
 const models = new ModelsTable(store, $('#models-body'), $('#models-empty'), $('#models-status'));
+const npu = new NPUCatalog(store, $('#npu-body'), $('#npu-empty'), $('#npu-status'), $('#npu-warning'));
+// The NPU list leaves out what is installed: it follows the installed list.
+models.onChange(() => npu.refresh());
 new PullsList(store, $('#pulls-list'), $('#pulls-empty'), (id) => models.has(id));
 new PullForm(store);
 const slots = new SlotsView(models);

@@ -7,10 +7,10 @@ import { isFinal } from './pulls.js';
 
 /** pullable says whether pulling a model again makes sense: models pulled
  * from a hub can be brought up to date (or have missing files fetched
- * again); pre-staged local models have nothing to pull from, and FLM pulls
- * need a backend this version does not include. */
+ * again), and NPU (FLM) models carry pullable = true; pre-staged local
+ * models have nothing to pull from. */
 export function pullable(m) {
-  return m.source === 'hf' || (m.pullable && m.source !== 'flm');
+  return m.source === 'hf' || Boolean(m.pullable);
 }
 
 function sourceText(m) {
