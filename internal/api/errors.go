@@ -93,7 +93,7 @@ const (
 	CodeSlotDisabled = "slot.disabled"
 	// CodeSlotNPU: two enabled slots use the NPU, which has one hardware
 	// context.
-	CodeSlotNPU = "slot.npu_exclusivity_violation"
+	CodeSlotNPU         = "slot.npu_exclusivity_violation"
 	CodeLogsUnavailable = "logs.unavailable"
 )
 
@@ -115,7 +115,7 @@ var codeStatus = map[string]int{
 	CodeSlotNotFound: http.StatusNotFound, CodeSlotIllegal: http.StatusConflict, CodeSlotConfig: http.StatusBadRequest,
 	CodeSlotBackend: http.StatusBadRequest, CodeSlotDisabled: http.StatusConflict,
 	CodeLogsUnavailable: http.StatusServiceUnavailable,
-	CodeFLMUnavailable: http.StatusServiceUnavailable, CodeFLMUnknownTag: http.StatusNotFound,
+	CodeFLMUnavailable:  http.StatusServiceUnavailable, CodeFLMUnknownTag: http.StatusNotFound,
 	CodeFLMFailed: http.StatusBadGateway, CodeFLMCacheMount: http.StatusInternalServerError,
 	CodeSlotNPU: http.StatusConflict,
 }

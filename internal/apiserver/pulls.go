@@ -12,6 +12,7 @@ import (
 	"github.com/hal0ai/hal0/internal/api"
 	"github.com/hal0ai/hal0/internal/jobs"
 	"github.com/hal0ai/hal0/internal/ref"
+	"github.com/hal0ai/hal0/internal/runner"
 	"github.com/hal0ai/hal0/internal/unitname"
 )
 
@@ -32,6 +33,14 @@ func (s *Server) merge(ctx context.Context, j *jobs.Job) *api.PullStatus {
 	rs, err := s.Runner.State(ctx, j)
 	if err != nil {
 		s.logf("state of %s: %v", j.Unit, err)
+	}
+	if rs.Active && !s.Jobs.WorkerAlive(j.Ref) {
+		// The runner may answer from a cache a few hundred milliseconds
+		// old; a unit it calls active whose worker holds no lock has just
+		// started or just died, and only a fresh look tells which.
+		if fresh, err := runner.FreshState(ctx, s.Runner, j); err == nil {
+			rs = fresh
+		}
 	}
 	st.UnitState = rs.UnitState
 	alive := rs.Active || s.Jobs.WorkerAlive(j.Ref)

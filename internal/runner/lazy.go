@@ -82,6 +82,15 @@ func (l *Lazy) State(ctx context.Context, j *jobs.Job) (State, error) {
 	return r.State(ctx, j)
 }
 
+// FreshState is State without any cache, when the runner has one.
+func (l *Lazy) FreshState(ctx context.Context, j *jobs.Job) (State, error) {
+	r, err := l.Wait(ctx)
+	if err != nil {
+		return State{}, err
+	}
+	return FreshState(ctx, r, j)
+}
+
 // Active counts running child workers; 0 while pending.
 func (l *Lazy) Active() int {
 	if l.Pending() || l.err != nil {

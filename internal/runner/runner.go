@@ -39,3 +39,16 @@ type Runner interface {
 	Active() int
 	Close() error
 }
+
+// FreshState asks r about j's worker bypassing any cache r keeps (the
+// systemd runner caches unit states for status polls). Callers use it
+// when the cached answer contradicts what they see themselves, such as a
+// unit said to be active whose worker holds no lock.
+func FreshState(ctx context.Context, r Runner, j *jobs.Job) (State, error) {
+	if f, ok := r.(interface {
+		FreshState(context.Context, *jobs.Job) (State, error)
+	}); ok {
+		return f.FreshState(ctx, j)
+	}
+	return r.State(ctx, j)
+}

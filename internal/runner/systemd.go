@@ -92,6 +92,12 @@ func (s *Systemd) State(ctx context.Context, j *jobs.Job) (State, error) {
 	return st, nil
 }
 
+// FreshState reads the unit from systemd and caches the answer.
+func (s *Systemd) FreshState(ctx context.Context, j *jobs.Job) (State, error) {
+	s.forget(j.Unit)
+	return s.State(ctx, j)
+}
+
 func (s *Systemd) forget(unit string) {
 	s.mu.Lock()
 	delete(s.cache, unit)
