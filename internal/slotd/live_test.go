@@ -581,8 +581,23 @@ func TestLiveRestartMidSwap(t *testing.T) {
 		t.Errorf("pull jobs %+v (%v); want the one job %s, completed in one attempt", all, errs, job)
 	}
 	e.wantTransitions("pulling", "starting", "warming", "ready")
-	if n := strings.Count(e.journal(slotdUnit), "hal0-slotd: driving 1 slots"); n != 3 {
+	// journald reads a service's stdout on its own schedule, so the third
+	// start's line may reach the journal a moment after the slot is ready.
+	if n := e.journalCount(slotdUnit, "hal0-slotd: driving 1 slots", 3); n != 3 {
 		t.Errorf("hal0-slotd started %d times, want 3", n)
+	}
+}
+
+// journalCount counts the lines of unit's journal containing s, waiting
+// (up to 10 s) for want of them to arrive; more than want returns at once.
+func (e *env) journalCount(unit, s string, want int) int {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		n := strings.Count(e.journal(unit), s)
+		if n >= want || time.Now().After(deadline) {
+			return n
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -631,8 +646,8 @@ func TestLiveDBusDropped(t *testing.T) {
 			t.Errorf("error message %q lacks %q", st.Message, want)
 		}
 	}
-	if j := e.journal(slotdUnit); strings.Count(j, "unitwatch: connection to unix:path=/run/dbus/system_bus_socket lost") < 2 {
-		t.Errorf("hal0-slotd did not notice both outages:\n%s", j)
+	if n := e.journalCount(slotdUnit, "unitwatch: connection to unix:path=/run/dbus/system_bus_socket lost", 2); n < 2 {
+		t.Errorf("hal0-slotd did not notice both outages:\n%s", e.journal(slotdUnit))
 	}
 
 	// Unit jobs work again over a new connection.
