@@ -139,8 +139,9 @@ type Hub struct {
 	renamed map[string]string // old id -> new id
 	blobs   map[string]*entry // sha256 -> LFS content, for the CDN
 
-	fmu    sync.Mutex
-	faults []*faultState
+	fmu     sync.Mutex
+	faults  []*faultState
+	release chan struct{} // closed by ReleaseStalls
 
 	smu    sync.Mutex // guards everything below
 	closed bool
