@@ -57,7 +57,7 @@ func TestKillResume(t *testing.T) {
 }
 
 func killResume(t *testing.T, conns, kills int, throttle, boundChunks int64) {
-	const chunk = 1 << 20 // the smallest pull.chunk_size allowed
+	const chunk = 1 << 20                       // the smallest pull.chunk_size allowed
 	shard := pick[int64](4<<20, 16<<20) + 12345 // not a multiple of the chunk: a short last range
 	hub := newHub(t, hubtest.Options{})
 	files := addModel(hub, "torture/kill", 3, shard)
