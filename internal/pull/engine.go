@@ -415,13 +415,14 @@ func isDefinite(err error) bool {
 	return errors.As(err, &ae) && !hf.IsTransient(err) && ae.Code != api.CodeNetwork
 }
 
-// retry runs fn until it succeeds, fails definitely, or runs out of
-// attempts.
+// retry runs fn until it succeeds, fails definitely, or has been retried
+// MaxRetries times (like a range: pull.max_retries counts retries, not
+// attempts).
 func retry[T any](ctx context.Context, e *Engine, what string, fn func() (T, error)) (T, error) {
 	var zero T
 	for n := 1; ; n++ {
 		v, err := fn()
-		if err == nil || !hf.IsTransient(err) || ctx.Err() != nil || n >= e.MaxRetries {
+		if err == nil || !hf.IsTransient(err) || ctx.Err() != nil || n > e.MaxRetries {
 			if err != nil && ctx.Err() == nil && hf.IsTransient(err) {
 				var te *hf.TransientError
 				if errors.As(err, &te) {
