@@ -158,5 +158,3 @@ func TestFaultMatrix(t *testing.T) {
 		})
 	}
 }
-
-
