@@ -288,7 +288,8 @@ func (h *Handle) Wait(ctx context.Context) (*registry.Model, error) {
 	defer lock.Unlock()
 
 	// Open every partial (this reads what earlier runs left) and size the
-	// work.
+	// work. Space is reserved only after the preflight: a pull refused for
+	// lack of space must not keep the disk full of preallocated files.
 	var files []*fileDL
 	defer func() {
 		for _, f := range files {
@@ -300,7 +301,7 @@ func (h *Handle) Wait(ctx context.Context) (*registry.Model, error) {
 		if contentID == "" {
 			contentID = ent.OID
 		}
-		p, err := openPartial(filepath.Join(root, "files", ent.Path), filepath.Join(root, "state", ent.Path+".state"), ent.Size, e.ChunkSize, contentID, !e.NoPreallocate)
+		p, err := openPartial(filepath.Join(root, "files", ent.Path), filepath.Join(root, "state", ent.Path+".state"), ent.Size, e.ChunkSize, contentID, false)
 		if err != nil {
 			var ns *noSpaceError
 			if errors.As(err, &ns) {
@@ -318,6 +319,15 @@ func (h *Handle) Wait(ctx context.Context) (*registry.Model, error) {
 	r.mu.Unlock()
 	if err := e.preflight(files, root); err != nil {
 		return nil, err
+	}
+	if !e.NoPreallocate {
+		if err := preallocateAll(files); err != nil {
+			var ns *noSpaceError
+			if errors.As(err, &ns) {
+				return nil, api.Errorf(api.CodeNoSpace, 0, "not enough disk space under %s: %v; free space or lower pull.disk_reserve", e.Paths.ModelRoot, err)
+			}
+			return nil, api.Errorf(api.CodeIO, 0, "prepare %v", err)
+		}
 	}
 	if r.resumed > 0 {
 		e.logf("resuming %s: %s of %s already on disk", id, config.FormatBytes(r.resumed), config.FormatBytes(r.total))
@@ -456,6 +466,24 @@ func (e *Engine) cleanStage(stage, commit string) error {
 	for _, ent := range ents {
 		if ent.IsDir() && ent.Name() != commit {
 			os.RemoveAll(filepath.Join(stage, ent.Name()))
+		}
+	}
+	return nil
+}
+
+// preallocateAll reserves every file's space. When one does not fit (the
+// preflight's estimate missed filesystem overhead, or someone else took
+// the space meanwhile), the files this run reserved without writing to
+// are released again.
+func preallocateAll(files []*fileDL) error {
+	for i, f := range files {
+		if err := f.p.preallocate(); err != nil {
+			for _, g := range files[:i] {
+				if g.p.done() == 0 {
+					g.p.data.Truncate(0)
+				}
+			}
+			return err
 		}
 	}
 	return nil
