@@ -253,8 +253,8 @@ func slotdUnits(t testing.TB, home, env string) map[string]string {
 			"[Service]":                                      "[Service]\n" + env,
 		}),
 		"hal0-slot@.service": substitute(t, "hal0-slot@.service", map[string]string{
-			"ExecStart=/usr/lib/hal0/current/bin/hal0-slotd run-slot %I": "ExecStart=" + bins.slotd + " run-slot %I",
-			"CacheDirectory=hal0/slot-%I":                                "",
+			"ExecStart=/usr/lib/hal0/current/bin/hal0-slotd run-slot %I":      "ExecStart=" + bins.slotd + " run-slot %I",
+			"CacheDirectory=hal0/slot-%I":                                     "",
 			"Environment=HOME=%C/hal0/slot-%I XDG_CACHE_HOME=%C/hal0/slot-%I": "Environment=HOME=" + cache + " XDG_CACHE_HOME=" + cache,
 			"[Service]": "[Service]\n" + env,
 		}),
