@@ -30,6 +30,7 @@ import (
 // repo) fails the real hal0-pull with pull.unsafe_path before anything is
 // downloaded or written, whatever the spelling of the escape.
 func TestUnsafeRepoFileNames(t *testing.T) {
+	t.Parallel()
 	commit := strings.Repeat("cd", 20)
 	for _, name := range []string{
 		"../escape.gguf",
@@ -97,6 +98,7 @@ func TestUnsafeRepoFileNames(t *testing.T) {
 // it, and deleting the model must remove the links, never what they point
 // to (a file, a directory, or the model directory itself being a link).
 func TestSymlinksInStore(t *testing.T) {
+	t.Parallel()
 	hub := newHub(t, hubtest.Options{})
 	home := newHome(t)
 	env := baseEnv(home, hub.URL, "HAL0_PULL_CHUNK_SIZE=1MiB")
@@ -197,6 +199,7 @@ func TestSymlinksInStore(t *testing.T) {
 // the error envelope on both listeners, and change nothing; oversized
 // headers are refused by the HTTP server (431).
 func TestOversizedBodies(t *testing.T) {
+	t.Parallel()
 	hub := newHub(t, hubtest.Options{})
 	home := newHome(t)
 	const token = "torture-api-token-5d2e"
@@ -232,6 +235,7 @@ func TestOversizedBodies(t *testing.T) {
 // every one of them off (its header timeout is 5 s), while a normal client
 // on the same listener, asking at the same time, is answered at once.
 func TestSlowLoris(t *testing.T) {
+	t.Parallel()
 	hub := newHub(t, hubtest.Options{})
 	home := newHome(t)
 	a := startAPID(t, home, baseEnv(home, hub.URL))

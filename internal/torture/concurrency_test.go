@@ -28,6 +28,7 @@ import (
 // worker processes racing for it, every job is final, and the hub served
 // each byte once (plus what the cancel cut off).
 func TestConcurrentPullsAndAPIDRestart(t *testing.T) {
+	t.Parallel()
 	const models = 10
 	hub := newHub(t, hubtest.Options{})
 	var ids []string

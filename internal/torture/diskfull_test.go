@@ -62,8 +62,18 @@ func ext4FS(t *testing.T, size int64) string {
 		t.Skipf("cannot loop-mount: %v\n%s", err, out)
 	}
 	t.Cleanup(func() {
-		if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
-			t.Errorf("umount: %v\n%s", err, out)
+		// Something briefly holding the filesystem (a process of this
+		// test still exiting) makes umount say "busy": retry, bounded.
+		var out []byte
+		var err error
+		for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			if out, err = exec.Command("umount", mnt).CombinedOutput(); err == nil || time.Now().After(deadline) {
+				break
+			}
+		}
+		if err != nil {
+			users, _ := exec.Command("fuser", "-vm", mnt).CombinedOutput()
+			t.Errorf("umount: %v\n%s\nusers:\n%s", err, out, users)
 			exec.Command("umount", "-l", mnt).Run()
 			return
 		}
@@ -102,6 +112,7 @@ func fill(t *testing.T, path string) {
 // fill fails the pull cleanly with no_space, keeps its partial data, and
 // the pull resumes once space is freed.
 func TestDiskFullExt4(t *testing.T) {
+	t.Parallel()
 	mnt := ext4FS(t, 40<<20)
 	hub := newHub(t, hubtest.Options{})
 	big := addModel(hub, "torture/big", 3, 16<<20)

@@ -21,6 +21,7 @@ import (
 // pull.max_retries = 2 and pull.stall_timeout = 1s, so that hopeless cases
 // give up in seconds.
 func TestFaultMatrix(t *testing.T) {
+	t.Parallel()
 	type fault = hubtest.Fault
 	const shard = 1 // which of the three shards the file faults hit
 	cases := []struct {

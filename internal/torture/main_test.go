@@ -2,6 +2,7 @@ package torture
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -67,6 +68,15 @@ func testMain(m *testing.M) int {
 			fmt.Fprintf(os.Stderr, "torture: go build %s: %v\n%s", b.pkg, err, out)
 			return 1
 		}
+	}
+	// Most of these tests wait on timeouts (stalls, retries, a server's
+	// header timeout), not on the CPU: run more of them at once than
+	// go test's default of one per CPU, unless -parallel says otherwise.
+	flag.Parse()
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.parallel" })
+	if !set {
+		flag.Set("test.parallel", "8")
 	}
 	return m.Run()
 }
