@@ -181,14 +181,16 @@ func newStack(t *testing.T, o stackOpts) *liveStack {
 	return e
 }
 
-// polkitRule is the rule the package installs (see internal/apid's live
-// tests, which check that nothing works without it).
+// polkitRule is the rule the package installs: hal0 may start, stop and
+// reset hal0-pull@ units (hal0-apid, hal0-slotd) and hal0-slot@ units
+// (hal0-slotd), nothing else (internal/apid's live tests check that
+// nothing works without it).
 const polkitRule = `polkit.addRule(function(action, subject) {
     if (action.id != "org.freedesktop.systemd1.manage-units" || subject.user != "hal0") {
         return polkit.Result.NOT_HANDLED;
     }
     var unit = action.lookup("unit"), verb = action.lookup("verb");
-    if (unit && unit.indexOf("hal0-pull@") == 0 && unit.slice(-8) == ".service" &&
+    if (unit && (unit.indexOf("hal0-pull@") == 0 || unit.indexOf("hal0-slot@") == 0) && unit.slice(-8) == ".service" &&
         ["start", "stop", "reset-failed"].indexOf(verb) >= 0) {
         return polkit.Result.YES;
     }

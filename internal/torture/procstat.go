@@ -132,3 +132,18 @@ func ProcsNamed(names ...string) []int {
 	}
 	return out
 }
+
+// procStatusFields reads /proc/PID/status into a map.
+func procStatusFields(pid int) (map[string]string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, l := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok {
+			out[k] = strings.TrimSpace(v)
+		}
+	}
+	return out, nil
+}
