@@ -54,7 +54,10 @@ func (w *WriteCounter) loop() {
 			break
 		}
 	}
-	// Close set a deadline: take what the kernel had queued by then.
+	// Close set a deadline: take what the kernel had queued by then,
+	// reading the fd directly until it is empty (a raw read with the
+	// expired deadline would not even try).
+	w.f.SetReadDeadline(time.Time{})
 	rc, err := w.f.SyscallConn()
 	if err != nil {
 		return
