@@ -38,6 +38,7 @@ fuzz: ## run every fuzz target for FUZZTIME each
 	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) ./internal/slots/
 	$(GO) test -run '^$$' -fuzz '^FuzzHubReplies$$' -fuzztime $(FUZZTIME) ./internal/hf/
 	$(GO) test -run '^$$' -fuzz '^FuzzPullRequest$$' -fuzztime $(FUZZTIME) ./internal/apiserver/
+	$(GO) test -run '^$$' -fuzz '^FuzzSlotRequest$$' -fuzztime $(FUZZTIME) ./internal/apiserver/
 
 torture: ## the reliability and security suite at full size (root): 50 kills, every fault, slow bodies; figures in test-artifacts/torture/
 	HAL0_TORTURE=full HAL0_LIVE_REQUIRED=1 $(GO) test -count=1 -v -timeout 30m ./internal/torture/
