@@ -8,8 +8,9 @@ LDFLAGS := -s -w -X github.com/hal0ai/hal0/internal/version.Version=$(VERSION) -
 BINARIES := hal0 hal0-apid hal0-pull hal0-slotd
 STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
 FUZZTIME ?= 10s
+SOAK ?= 1h
 
-.PHONY: help build test test-short test-live test-deps lint fmt vet staticcheck fuzz bench bench-api bench-hf demo clean deps deb
+.PHONY: help build test test-short test-live test-deps lint fmt vet staticcheck fuzz bench bench-api bench-hf demo clean deps deb torture soak
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -46,6 +47,13 @@ fuzz: ## run every fuzz target for FUZZTIME each
 	$(GO) test -run '^$$' -fuzz '^FuzzPullRequest$$' -fuzztime $(FUZZTIME) ./internal/apiserver/
 	$(GO) test -run '^$$' -fuzz '^FuzzGGUF$$' -fuzztime $(FUZZTIME) ./internal/catalog/
 	$(GO) test -run '^$$' -fuzz '^FuzzFLMOutput$$' -fuzztime $(FUZZTIME) ./internal/flm/
+	$(GO) test -run '^$$' -fuzz '^FuzzSlotRequest$$' -fuzztime $(FUZZTIME) ./internal/apiserver/
+
+torture: ## the reliability and security suite at full size (root): 50 kills, every fault, slow bodies; figures in test-artifacts/torture/
+	HAL0_TORTURE=full HAL0_LIVE_REQUIRED=1 $(GO) test -count=1 -v -timeout 30m ./internal/torture/
+
+soak: ## the live stack under pulls, polls and swaps for SOAK (default 1h; root), failing if a daemon's RSS or fds grow
+	HAL0_SOAK=$(SOAK) HAL0_LIVE_REQUIRED=1 $(GO) test -count=1 -v -run '^TestSoak$$' -timeout 48h ./internal/torture/
 
 lint: vet staticcheck ## go vet, staticcheck and gofmt
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

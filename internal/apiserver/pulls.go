@@ -47,6 +47,13 @@ func (s *Server) merge(ctx context.Context, j *jobs.Job) *api.PullStatus {
 	if alive {
 		return st
 	}
+	// The record was read before the liveness checks, and a worker that
+	// finished meanwhile wrote its outcome before it let go of the job:
+	// read it again before calling the worker dead, or a pull completing
+	// right now would be reported as died.
+	if cur, err := s.Jobs.Get(j.ID); err == nil && cur.State.Final() {
+		return status(cur, s.now())
+	}
 	if j.State == jobs.Queued && s.now().Sub(j.CreatedAt) < queuedGrace && rs.ExitStatus == nil && rs.Signal == 0 && !j.CancelRequested {
 		return st // the worker may not have started yet
 	}

@@ -34,6 +34,9 @@ type fakeRunner struct {
 	stops  []string
 	state  map[string]runner.State // by job id
 	onStop func(j *jobs.Job)
+	// onState runs inside State, as a worker finishing while hal0-apid
+	// looks at it would.
+	onState func(j *jobs.Job)
 }
 
 func (f *fakeRunner) Name() string { return "systemd" }
@@ -56,6 +59,12 @@ func (f *fakeRunner) Stop(ctx context.Context, j *jobs.Job) error {
 	return nil
 }
 func (f *fakeRunner) State(ctx context.Context, j *jobs.Job) (runner.State, error) {
+	f.mu.Lock()
+	cb := f.onState
+	f.mu.Unlock()
+	if cb != nil {
+		cb(j)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.state[j.ID], nil
@@ -174,6 +183,28 @@ func TestPullLifecycle(t *testing.T) {
 	j, _ := a.srv.Jobs.Get(st.JobID)
 	if fmt.Sprint(j.Options.Include) != "[*.gguf]" {
 		t.Errorf("options %+v", j.Options)
+	}
+}
+
+// TestWorkerFinishingWhileLookedAt: the worker writes "completed" and
+// exits between hal0-apid reading the record (running) and asking whether
+// the worker lives (no longer): the answer is the outcome, never "died".
+// The soak in internal/torture found this with pulls every half second.
+func TestWorkerFinishingWhileLookedAt(t *testing.T) {
+	a := newAPI(t)
+	var st api.PullStatus
+	a.do(t, "POST", model+"/pull", "", &st)
+	a.srv.Jobs.Update(context.Background(), st.JobID, func(j *jobs.Job) error { j.State = jobs.Running; return nil })
+	a.run.mu.Lock()
+	a.run.onState = func(j *jobs.Job) {
+		a.srv.Jobs.Update(context.Background(), j.ID, func(j *jobs.Job) error { j.State, j.Phase = jobs.Completed, "done"; return nil })
+		a.run.state[j.ID] = runner.State{UnitState: "inactive"}
+	}
+	a.run.mu.Unlock()
+	var got api.PullStatus
+	a.do(t, "GET", model+"/pull/status", "", &got)
+	if got.State != "completed" || got.ErrorCode != "" {
+		t.Fatalf("a worker that finished during the status check is reported %+v", got)
 	}
 }
 

@@ -13,6 +13,8 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"syscall"
 
 	"github.com/hal0ai/hal0/internal/api"
 	"github.com/hal0ai/hal0/internal/ref"
@@ -30,7 +32,7 @@ func init() {
 // FileCheck is one file's verdict in `hal0 model verify --json`.
 type FileCheck struct {
 	Path   string `json:"path"`
-	Status string `json:"status"` // ok, mismatch, missing, size
+	Status string `json:"status"` // ok, mismatch, missing, size, unsafe (a symlink out of the model directory, not a regular file)
 	Want   string `json:"want_sha256,omitempty"`
 	Got    string `json:"got_sha256,omitempty"`
 	Size   int64  `json:"size"`
@@ -80,11 +82,13 @@ func modelVerify(fs *flag.FlagSet) func(context.Context, []string) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			p := f.Path
-			if !filepath.IsAbs(p) {
-				p = filepath.Join(m.Dir, filepath.FromSlash(f.Path))
+			var c FileCheck
+			if filepath.IsAbs(f.Path) {
+				// A qcow2 image: its own path, outside the model directory.
+				c = checkFile(filepath.Dir(f.Path), filepath.Base(f.Path), f.Size, f.SHA256, f.GitOID)
+			} else {
+				c = checkFile(m.Dir, filepath.FromSlash(f.Path), f.Size, f.SHA256, f.GitOID)
 			}
-			c := checkFile(p, f.Size, f.SHA256, f.GitOID)
 			c.Path = f.Path
 			if c.Status != "ok" {
 				rep.OK = false
@@ -113,21 +117,39 @@ func modelVerify(fs *flag.FlagSet) func(context.Context, []string) error {
 	}
 }
 
-func checkFile(path string, size int64, sha, gitOID string) FileCheck {
+// checkFile hashes rel inside dir. The file is opened through os.Root, so
+// a symlink that leads out of the model directory is reported, not
+// followed: its target is not what the pull verified and installed, even
+// when its bytes happen to match.
+func checkFile(dir, rel string, size int64, sha, gitOID string) FileCheck {
 	c := FileCheck{Want: sha}
-	f, err := os.Open(path)
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		c.Status, c.Error = "missing", fmt.Sprintf("model directory: %v", err)
+		return c
+	}
+	defer root.Close()
+	// O_NONBLOCK: a FIFO planted at the path must not hang the check.
+	f, err := root.OpenFile(rel, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		c.Status, c.Error = "missing", "no such file"
 		return c
 	}
 	if err != nil {
-		c.Status, c.Error = "missing", err.Error()
+		c.Status, c.Error = "unsafe", err.Error()
+		if strings.Contains(err.Error(), "escapes from parent") {
+			c.Error = "is a symlink that leads out of the model directory; remove it and pull the model again"
+		}
 		return c
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
 		c.Status, c.Error = "missing", err.Error()
+		return c
+	}
+	if !fi.Mode().IsRegular() {
+		c.Status, c.Error = "unsafe", fmt.Sprintf("is not a regular file (%s); remove it and pull the model again", fi.Mode().Type())
 		return c
 	}
 	c.Size = fi.Size()

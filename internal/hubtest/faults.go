@@ -38,7 +38,7 @@ type Fault struct {
 	// The int64 fields below are disabled when 0; use Zero for a real 0.
 	DropAfter int64 // send this many body bytes, then close the connection (the client sees an unexpected EOF)
 	CorruptAt int64 // flip the byte at this absolute file offset if it is part of the response
-	StallAt   int64 // after this many body bytes stop sending for StallFor (0: until the client or the hub gives up)
+	StallAt   int64 // after this many body bytes stop sending for StallFor (0: until the client or the hub gives up, or ReleaseStalls)
 	StallFor  time.Duration
 	// Hold, with StallAt, keeps the stall until Hold is closed (or the
 	// client or the hub gives up) instead of StallFor: a test holds a
@@ -46,6 +46,9 @@ type Fault struct {
 	// it go on. Held, if set, is closed when a response reaches the stall.
 	Hold <-chan struct{}
 	Held chan<- struct{}
+	// Throttle sends the body at this many bytes per second (per
+	// response), like a link slower than the client's disk.
+	Throttle int64
 
 	IgnoreRange        bool  // answer a Range request with 200 and the full body
 	NoContentLength    bool  // chunked transfer encoding, no Content-Length
@@ -54,12 +57,12 @@ type Fault struct {
 }
 
 func (f *Fault) bodyShaping() bool {
-	return f.DropAfter != 0 || f.CorruptAt != 0 || f.StallAt != 0 || f.IgnoreRange || f.NoContentLength || f.WrongContentLength != 0
+	return f.DropAfter != 0 || f.CorruptAt != 0 || f.StallAt != 0 || f.IgnoreRange || f.NoContentLength || f.WrongContentLength != 0 || f.Throttle > 0
 }
 
 // shapesBytes reports whether the bytes must go through the slow path.
 func (f *Fault) shapesBytes() bool {
-	return f != nil && (f.DropAfter != 0 || f.CorruptAt != 0 || f.StallAt != 0)
+	return f != nil && (f.DropAfter != 0 || f.CorruptAt != 0 || f.StallAt != 0 || f.Throttle > 0)
 }
 
 func (f Fault) String() string {
@@ -81,6 +84,7 @@ func (f Fault) String() string {
 	add("stallAt", f.StallAt, f.StallAt != 0)
 	add("stallFor", f.StallFor, f.StallFor != 0)
 	add("hold", true, f.Hold != nil)
+	add("throttle", f.Throttle, f.Throttle > 0)
 	add("ignoreRange", true, f.IgnoreRange)
 	add("noContentLength", true, f.NoContentLength)
 	add("wrongContentLength", f.WrongContentLength, f.WrongContentLength != 0)
@@ -221,9 +225,26 @@ func (h *Hub) writeShaped(ctx context.Context, dst io.Writer, flush func() error
 	} else {
 		ra = bytes.NewReader(src.data)
 	}
-	buf := make([]byte, min(256<<10, max(length, 1)))
+	piece := int64(256 << 10)
+	var began time.Time
+	if ff.Throttle > 0 {
+		// Pieces of about 10 ms each keep the pace even.
+		piece, began = max(ff.Throttle/100, 1024), time.Now()
+	}
+	buf := make([]byte, min(piece, max(length, 1)))
 	var sent int64
 	for {
+		if ff.Throttle > 0 && sent > 0 {
+			due := began.Add(time.Duration(float64(sent) / float64(ff.Throttle) * float64(time.Second)))
+			if d := time.Until(due); d > 0 {
+				if err := flush(); err != nil {
+					return false, err
+				}
+				if err := h.stall(ctx, d); err != nil {
+					return false, err
+				}
+			}
+		}
 		if stallOn && sent == stall {
 			stallOn = false
 			if err := flush(); err != nil {
@@ -291,8 +312,27 @@ func (h *Hub) heldOnce(c chan<- struct{}) {
 	}
 }
 
-// stall blocks for d (or, for d <= 0, until the request or the hub ends).
+// ReleaseStalls ends every stall in progress at once: the stalled
+// responses go on sending their bytes. Later stalls still happen while
+// their fault is in place (ClearFaults removes it first).
+func (h *Hub) ReleaseStalls() {
+	h.fmu.Lock()
+	if h.release != nil {
+		close(h.release)
+	}
+	h.release = make(chan struct{})
+	h.fmu.Unlock()
+}
+
+// stall blocks for d (or, for d <= 0, until the request or the hub ends,
+// or ReleaseStalls).
 func (h *Hub) stall(ctx context.Context, d time.Duration) error {
+	h.fmu.Lock()
+	if h.release == nil {
+		h.release = make(chan struct{})
+	}
+	release := h.release
+	h.fmu.Unlock()
 	var timeout <-chan time.Time
 	if d > 0 {
 		t := time.NewTimer(d)
@@ -301,6 +341,8 @@ func (h *Hub) stall(ctx context.Context, d time.Duration) error {
 	}
 	select {
 	case <-timeout:
+		return nil
+	case <-release:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()

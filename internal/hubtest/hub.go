@@ -140,9 +140,10 @@ type Hub struct {
 	blobs   map[string]*entry     // sha256 -> LFS content, for the CDN
 	colls   map[string]Collection // slug -> collection (listing.go)
 
-	fmu    sync.Mutex
-	faults []*faultState
-	held   map[chan<- struct{}]bool // Fault.Held channels already closed
+	fmu     sync.Mutex
+	faults  []*faultState
+	held    map[chan<- struct{}]bool // Fault.Held channels already closed
+	release chan struct{}            // closed by ReleaseStalls
 
 	smu    sync.Mutex // guards everything below
 	closed bool

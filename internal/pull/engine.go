@@ -304,7 +304,8 @@ func (h *Handle) Wait(ctx context.Context) (*registry.Model, error) {
 	defer lock.Unlock()
 
 	// Open every partial (this reads what earlier runs left) and size the
-	// work.
+	// work. Space is reserved only after the preflight: a pull refused for
+	// lack of space must not keep the disk full of preallocated files.
 	var files []*fileDL
 	var total, resumed int64
 	defer func() {
@@ -317,7 +318,7 @@ func (h *Handle) Wait(ctx context.Context) (*registry.Model, error) {
 		if contentID == "" {
 			contentID = ent.OID
 		}
-		p, err := openPartial(filepath.Join(root, "files", ent.Path), filepath.Join(root, "state", ent.Path+".state"), ent.Size, e.ChunkSize, contentID, !e.NoPreallocate)
+		p, err := openPartial(filepath.Join(root, "files", ent.Path), filepath.Join(root, "state", ent.Path+".state"), ent.Size, e.ChunkSize, contentID, false)
 		if err != nil {
 			var ns *noSpaceError
 			if errors.As(err, &ns) {
@@ -348,6 +349,15 @@ func (h *Handle) Wait(ctx context.Context) (*registry.Model, error) {
 	}
 	if err := e.preflight(files, root, extra); err != nil {
 		return nil, err
+	}
+	if !e.NoPreallocate {
+		if err := preallocateAll(files); err != nil {
+			var ns *noSpaceError
+			if errors.As(err, &ns) {
+				return nil, api.Errorf(api.CodeNoSpace, 0, "not enough disk space under %s: %v; free space or lower pull.disk_reserve", e.Paths.ModelRoot, err)
+			}
+			return nil, api.Errorf(api.CodeIO, 0, "prepare %v", err)
+		}
 	}
 	if req.OnPinned != nil {
 		req.OnPinned(&Pinned{
@@ -460,13 +470,14 @@ func isDefinite(err error) bool {
 	return errors.As(err, &ae) && !hf.IsTransient(err) && ae.Code != api.CodeNetwork
 }
 
-// retry runs fn until it succeeds, fails definitely, or runs out of
-// attempts.
+// retry runs fn until it succeeds, fails definitely, or has been retried
+// MaxRetries times (like a range: pull.max_retries counts retries, not
+// attempts).
 func retry[T any](ctx context.Context, e *Engine, what string, fn func() (T, error)) (T, error) {
 	var zero T
 	for n := 1; ; n++ {
 		v, err := fn()
-		if err == nil || !hf.IsTransient(err) || ctx.Err() != nil || n >= e.MaxRetries {
+		if err == nil || !hf.IsTransient(err) || ctx.Err() != nil || n > e.MaxRetries {
 			if err != nil && ctx.Err() == nil && hf.IsTransient(err) {
 				var te *hf.TransientError
 				if errors.As(err, &te) {
@@ -500,6 +511,24 @@ func (e *Engine) cleanStage(stage, commit string) error {
 	for _, ent := range ents {
 		if ent.IsDir() && ent.Name() != commit {
 			os.RemoveAll(filepath.Join(stage, ent.Name()))
+		}
+	}
+	return nil
+}
+
+// preallocateAll reserves every file's space. When one does not fit (the
+// preflight's estimate missed filesystem overhead, or someone else took
+// the space meanwhile), the files this run reserved without writing to
+// are released again.
+func preallocateAll(files []*fileDL) error {
+	for i, f := range files {
+		if err := f.p.preallocate(); err != nil {
+			for _, g := range files[:i] {
+				if g.p.done() == 0 {
+					g.p.data.Truncate(0)
+				}
+			}
+			return err
 		}
 	}
 	return nil

@@ -150,7 +150,7 @@ func (d *fileDL) chunk(ctx context.Context, k int) error {
 		noProgress++
 		lastErr = err
 		if noProgress > d.e.MaxRetries {
-			return api.Errorf(api.CodeNetwork, 0, "%s: giving up after %d attempts without progress: %v", d.entry.Path, d.e.MaxRetries, lastErr)
+			return api.Errorf(giveUpCode(lastErr), 0, "%s: giving up after %d attempts without progress: %v", d.entry.Path, d.e.MaxRetries, lastErr)
 		}
 		wait := d.e.backoff(noProgress, err)
 		d.e.logf("%s: %v; retrying in %v", d.entry.Path, err, wait.Round(time.Millisecond))
@@ -161,6 +161,17 @@ func (d *fileDL) chunk(ctx context.Context, k int) error {
 			return context.Cause(ctx)
 		}
 	}
+}
+
+// giveUpCode is the code of a range that kept failing: what the server
+// kept saying when it said something precise (rate limited, a response
+// that contradicts itself), else a network failure.
+func giveUpCode(err error) string {
+	var ae *api.Error
+	if errors.As(err, &ae) && ae.Code != "" {
+		return ae.Code
+	}
+	return api.CodeNetwork
 }
 
 var errExpired = errors.New("download URL expired")

@@ -126,10 +126,10 @@ func openPartial(dataPath, statePath string, size, chunk int64, id string, preal
 	if fi, err := data.Stat(); err == nil && fi.Size() > size {
 		data.Truncate(size)
 	}
-	if size > 0 && prealloc {
-		if err := unix.Fallocate(int(data.Fd()), 0, 0, size); err != nil && !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.ENOSYS) {
+	if prealloc {
+		if err := p.preallocate(); err != nil {
 			p.close()
-			return nil, wrapIO(err, "preallocate "+dataPath)
+			return nil, err
 		}
 	}
 	// Rewrite the header with this boot's id and both counter copies equal
@@ -152,6 +152,19 @@ func openPartial(dataPath, statePath string, size, chunk int64, id string, preal
 		return nil, wrapIO(err, "sync "+statePath)
 	}
 	return p, nil
+}
+
+// preallocate reserves the data file's full size, so that a disk filled by
+// someone else cannot break the pull later. Filesystems without fallocate
+// are fine: space is then claimed as data arrives.
+func (p *partial) preallocate() error {
+	if p.size == 0 {
+		return nil
+	}
+	if err := unix.Fallocate(int(p.data.Fd()), 0, 0, p.size); err != nil && !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.ENOSYS) {
+		return wrapIO(err, "preallocate "+p.dataPath)
+	}
+	return nil
 }
 
 // load reads counters from an existing state file; false means unusable.

@@ -1,0 +1,141 @@
+package torture
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// bins are the real binaries under test, built once by TestMain into a
+// scratch directory under /var/lib (when root), which units with
+// PrivateTmp= still see.
+var bins struct {
+	scratch string
+	pull    string
+	apid    string
+	cli     string
+	slotd   string
+	standin string
+}
+
+// full is HAL0_TORTURE=full (make torture): every case at full size.
+var full = os.Getenv("HAL0_TORTURE") == "full"
+
+// soakFor is HAL0_SOAK (make soak): how long the soak runs; 0 skips it.
+var soakFor time.Duration
+
+const scratchPrefix = "hal0-torture-"
+
+func TestMain(m *testing.M) { os.Exit(testMain(m)) }
+
+func testMain(m *testing.M) int {
+	if v := os.Getenv("HAL0_SOAK"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			fmt.Fprintf(os.Stderr, "torture: HAL0_SOAK=%q: want a duration such as 1h or 3m\n", v)
+			return 2
+		}
+		soakFor = d
+	}
+	dir, err := scratchRoot()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "torture:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	bins.scratch = dir
+	binDir := filepath.Join(dir, "bin")
+	for _, b := range []struct {
+		dst *string
+		pkg string
+	}{
+		{&bins.pull, "github.com/hal0ai/hal0/hal0-pull"},
+		{&bins.apid, "github.com/hal0ai/hal0/hal0-apid"},
+		{&bins.cli, "github.com/hal0ai/hal0/hal0"},
+		{&bins.slotd, "github.com/hal0ai/hal0/hal0-slotd"},
+		{&bins.standin, "../slotd/testdata/standin"},
+	} {
+		*b.dst = filepath.Join(binDir, filepath.Base(b.pkg))
+		if out, err := exec.Command("go", "build", "-o", *b.dst, b.pkg).CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "torture: go build %s: %v\n%s", b.pkg, err, out)
+			return 1
+		}
+	}
+	// Most of these tests wait on timeouts (stalls, retries, a server's
+	// header timeout), not on the CPU: run more of them at once than
+	// go test's default of one per CPU, unless -parallel says otherwise.
+	flag.Parse()
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.parallel" })
+	if !set {
+		flag.Set("test.parallel", "8")
+	}
+	return m.Run()
+}
+
+// scratchRoot is under /var/lib when root (the live tests' units see it),
+// else a temporary directory.
+func scratchRoot() (string, error) {
+	if os.Geteuid() != 0 {
+		return os.MkdirTemp("", scratchPrefix)
+	}
+	sweepStale()
+	dir, err := os.MkdirTemp("/var/lib", scratchPrefix+strconv.Itoa(os.Getpid())+"-")
+	if err != nil {
+		return "", err
+	}
+	return dir, os.Chmod(dir, 0o755)
+}
+
+// sweepStale removes scratch roots of test binaries that died without
+// cleaning up.
+func sweepStale() {
+	matches, _ := filepath.Glob(filepath.Join("/var/lib", scratchPrefix+"*"))
+	for _, dir := range matches {
+		pidStr, _, ok := strings.Cut(strings.TrimPrefix(filepath.Base(dir), scratchPrefix), "-")
+		pid, err := strconv.Atoi(pidStr)
+		if !ok || err != nil || pid <= 0 {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); err == nil || errors.Is(err, syscall.EPERM) {
+			continue
+		}
+		os.RemoveAll(dir)
+	}
+}
+
+// pick returns the full-mode value under HAL0_TORTURE=full, else short.
+func pick[T any](short, long T) T {
+	if full {
+		return long
+	}
+	return short
+}
+
+// report logs a table and writes it to test-artifacts/torture/NAME.txt in
+// the checkout, so that make torture leaves its figures behind.
+func report(t testing.TB, name string, tb *Table) {
+	t.Helper()
+	t.Logf("\n%s", tb)
+	dir := filepath.Join("..", "..", "test-artifacts", "torture")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Logf("figures not saved: %v", err)
+		return
+	}
+	mode := pick("short", "full")
+	if name == "soak" {
+		mode = soakFor.String()
+	}
+	text := fmt.Sprintf("# %s, %s mode, %s\n%s", name, mode, time.Now().UTC().Format(time.RFC3339), tb)
+	if err := os.WriteFile(filepath.Join(dir, name+".txt"), []byte(text), 0o644); err != nil {
+		t.Logf("figures not saved: %v", err)
+	}
+}
