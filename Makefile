@@ -39,15 +39,15 @@ deb: ## the Debian package, its release tarball and their .sha256 into dist/ (pa
 	bash packaging/build.sh
 
 fuzz: ## run every fuzz target for FUZZTIME each
-	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/ref/
-	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/registry/
-	$(GO) test -run '^$$' -fuzz '^FuzzEscapeRoundTrip$$' -fuzztime $(FUZZTIME) ./internal/unitname/
-	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) ./internal/slots/
-	$(GO) test -run '^$$' -fuzz '^FuzzHubReplies$$' -fuzztime $(FUZZTIME) ./internal/hf/
-	$(GO) test -run '^$$' -fuzz '^FuzzPullRequest$$' -fuzztime $(FUZZTIME) ./internal/apiserver/
-	$(GO) test -run '^$$' -fuzz '^FuzzGGUF$$' -fuzztime $(FUZZTIME) ./internal/catalog/
-	$(GO) test -run '^$$' -fuzz '^FuzzFLMOutput$$' -fuzztime $(FUZZTIME) ./internal/flm/
-	$(GO) test -run '^$$' -fuzz '^FuzzSlotRequest$$' -fuzztime $(FUZZTIME) ./internal/apiserver/
+	GO=$(GO) .ci/fuzz-one FuzzParse ./internal/ref/ $(FUZZTIME)
+	GO=$(GO) .ci/fuzz-one FuzzParse ./internal/registry/ $(FUZZTIME)
+	GO=$(GO) .ci/fuzz-one FuzzEscapeRoundTrip ./internal/unitname/ $(FUZZTIME)
+	GO=$(GO) .ci/fuzz-one FuzzParseConfig ./internal/slots/ $(FUZZTIME)
+	GO=$(GO) .ci/fuzz-one FuzzHubReplies ./internal/hf/ $(FUZZTIME)
+	GO=$(GO) .ci/fuzz-one FuzzPullRequest ./internal/apiserver/ $(FUZZTIME)
+	GO=$(GO) .ci/fuzz-one FuzzGGUF ./internal/catalog/ $(FUZZTIME)
+	GO=$(GO) .ci/fuzz-one FuzzFLMOutput ./internal/flm/ $(FUZZTIME)
+	GO=$(GO) .ci/fuzz-one FuzzSlotRequest ./internal/apiserver/ $(FUZZTIME)
 
 torture: ## the reliability and security suite at full size (root): 50 kills, every fault, slow bodies; figures in test-artifacts/torture/
 	HAL0_TORTURE=full HAL0_LIVE_REQUIRED=1 $(GO) test -count=1 -v -timeout 30m ./internal/torture/
