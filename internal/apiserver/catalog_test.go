@@ -22,9 +22,9 @@ func TestCatalogRoutes(t *testing.T) {
 	at := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
 	store := catalog.Open(a.cfg.Paths.CatalogFile())
 	err := store.Save(&catalog.File{Endpoint: "https://huggingface.co", IndexedAt: at, Entries: []api.CatalogEntry{
-		{ID: "Qwen/Qwen3-4B-GGUF", Task: "text-generation", Format: "gguf", Downloads: 900, Likes: 3, SizeBytes: 2 << 30, Certified: true},
+		{ID: "Qwen/Qwen3-4B-GGUF", Task: "text-generation", Format: "gguf", Downloads: 900, Likes: 3, SizeBytes: 2 << 30, Certified: true, HasChatTemplate: true},
 		{ID: "acme/embed", Task: "feature-extraction", Format: "safetensors", Downloads: 50, Likes: 40, SizeBytes: 1 << 20},
-		{ID: "acme/chat-GGUF", Task: "text-generation", Format: "gguf", Downloads: 200, Likes: 1, Gated: true, SizeBytes: 5 << 30},
+		{ID: "acme/chat-GGUF", Task: "text-generation", Format: "gguf", Downloads: 200, Likes: 1, Gated: true, SizeBytes: 5 << 30, HasChatTemplate: true},
 	}})
 	if err != nil {
 		t.Fatal(err)
@@ -47,6 +47,9 @@ func TestCatalogRoutes(t *testing.T) {
 		{"?q=gguf", "Qwen/Qwen3-4B-GGUF,acme/chat-GGUF"},
 		{"?task=text-generation&sort=size&direction=asc", "Qwen/Qwen3-4B-GGUF,acme/chat-GGUF"},
 		{"?certified=true", "Qwen/Qwen3-4B-GGUF"},
+		{"?chat_template=true&sort=likes", "Qwen/Qwen3-4B-GGUF,acme/chat-GGUF"},
+		{"?chat_template=false", "acme/embed"},
+		{"?chat_template=true&gated=false&q=qwen", "Qwen/Qwen3-4B-GGUF"},
 		{"?certified=false&sort=likes", "acme/embed,acme/chat-GGUF"},
 		{"?sort=id&limit=2", "acme/chat-GGUF,acme/embed"},
 	} {
@@ -63,8 +66,10 @@ func TestCatalogRoutes(t *testing.T) {
 			}
 		}
 	}
-	if st, code := errCode(t, a, "GET", "/api/catalog?sort=stars", ""); st != http.StatusBadRequest || code != api.CodeBadRequest {
-		t.Errorf("bad sort: %d %s", st, code)
+	for _, bad := range []string{"sort=stars", "chat_template=yes"} {
+		if st, code := errCode(t, a, "GET", "/api/catalog?"+bad, ""); st != http.StatusBadRequest || code != api.CodeBadRequest {
+			t.Errorf("%s: %d %s", bad, st, code)
+		}
 	}
 
 	// One entry, by escaped id, plain slashes, case and hf:// URI.

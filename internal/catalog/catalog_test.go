@@ -332,7 +332,7 @@ func TestDue(t *testing.T) {
 
 func TestQueryAndOverlay(t *testing.T) {
 	es := []api.CatalogEntry{
-		{ID: "a/one-GGUF", Task: "text-generation", Format: "gguf", Downloads: 5, Likes: 9, SizeBytes: 30, Certified: true, LastModified: "2025-01-02T00:00:00Z"},
+		{ID: "a/one-GGUF", Task: "text-generation", Format: "gguf", Downloads: 5, Likes: 9, SizeBytes: 30, Certified: true, HasChatTemplate: true, LastModified: "2025-01-02T00:00:00Z"},
 		{ID: "b/two", Task: "text-generation", Format: "safetensors", Downloads: 50, Likes: 1, SizeBytes: 10, LastModified: "2025-01-03T00:00:00Z"},
 		{ID: "c/three-GGUF", Task: "feature-extraction", Format: "gguf", Downloads: 20, Likes: 5, SizeBytes: 20, Gated: true, LastModified: "2025-01-01T00:00:00Z"},
 	}
@@ -346,6 +346,8 @@ func TestQueryAndOverlay(t *testing.T) {
 		{"certified=true", "a/one-GGUF"},
 		{"certified=false&sort=size&direction=asc", "b/two,c/three-GGUF"},
 		{"gated=true", "c/three-GGUF"},
+		{"chat_template=true", "a/one-GGUF"},
+		{"chat_template=false&sort=id", "b/two,c/three-GGUF"},
 		{"format=gguf&sort=lastModified", "a/one-GGUF,c/three-GGUF"},
 		{"sort=id", "a/one-GGUF,b/two,c/three-GGUF"},
 		{"sort=downloads&limit=1", "b/two"},
@@ -358,8 +360,13 @@ func TestQueryAndOverlay(t *testing.T) {
 		if got := ids(q.Apply(es)); got != tc.want {
 			t.Errorf("%s: got %s, want %s", tc.query, got, tc.want)
 		}
+		// The CLI sends its flags to hal0-apid as Values: they must read
+		// back as the same query.
+		if back, err := ParseQuery(q.Values()); err != nil || !reflect.DeepEqual(back, q) {
+			t.Errorf("%s: Values %q reads back as %+v (%v)", tc.query, q.Values().Encode(), back, err)
+		}
 	}
-	for _, bad := range []string{"sort=stars", "direction=up", "certified=maybe", "limit=-1"} {
+	for _, bad := range []string{"sort=stars", "direction=up", "certified=maybe", "chat_template=yes", "limit=-1"} {
 		v, _ := urlValues(bad)
 		if _, err := ParseQuery(v); api.CodeOf(err) != api.CodeBadRequest {
 			t.Errorf("%s: %v", bad, err)

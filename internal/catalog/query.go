@@ -17,19 +17,22 @@ type Query struct {
 	Format    string
 	Certified *bool
 	Gated     *bool
-	Sort      string // downloads (default), likes, lastModified, size or id
-	Direction string // desc (default; asc for id) or asc
-	Limit     int    // 0 = all
+	// ChatTemplate keeps only entries with (true) or without (false) a
+	// known chat template.
+	ChatTemplate *bool
+	Sort         string // downloads (default), likes, lastModified, size or id
+	Direction    string // desc (default; asc for id) or asc
+	Limit        int    // 0 = all
 }
 
 // Sorts are the orders Query accepts.
 var Sorts = []string{"downloads", "likes", "lastModified", "size", "id"}
 
 // ParseQuery reads a Query from URL parameters (q, task, format,
-// certified, gated, sort, direction, limit).
+// certified, gated, chat_template, sort, direction, limit).
 func ParseQuery(v url.Values) (Query, error) {
 	q := Query{Q: v.Get("q"), Task: v.Get("task"), Format: v.Get("format"), Sort: v.Get("sort"), Direction: v.Get("direction")}
-	for name, dst := range map[string]**bool{"certified": &q.Certified, "gated": &q.Gated} {
+	for name, dst := range map[string]**bool{"certified": &q.Certified, "gated": &q.Gated, "chat_template": &q.ChatTemplate} {
 		if s := v.Get(name); s != "" {
 			b, err := strconv.ParseBool(s)
 			if err != nil {
@@ -66,6 +69,9 @@ func (q Query) Values() url.Values {
 	}
 	if q.Gated != nil {
 		v.Set("gated", strconv.FormatBool(*q.Gated))
+	}
+	if q.ChatTemplate != nil {
+		v.Set("chat_template", strconv.FormatBool(*q.ChatTemplate))
 	}
 	if q.Limit > 0 {
 		v.Set("limit", strconv.Itoa(q.Limit))
@@ -105,7 +111,8 @@ func (q Query) Apply(entries []api.CatalogEntry) []api.CatalogEntry {
 			q.Task != "" && e.Task != q.Task,
 			q.Format != "" && e.Format != q.Format,
 			q.Certified != nil && e.Certified != *q.Certified,
-			q.Gated != nil && e.Gated != *q.Gated:
+			q.Gated != nil && e.Gated != *q.Gated,
+			q.ChatTemplate != nil && e.HasChatTemplate != *q.ChatTemplate:
 			continue
 		}
 		out = append(out, e)

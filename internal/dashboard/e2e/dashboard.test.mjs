@@ -11,7 +11,7 @@
 // is the one the slot is swapped to later.
 
 import assert from 'node:assert/strict';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, rename, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { after, before, test } from 'node:test';
 import { chromium } from 'playwright-core';
@@ -35,6 +35,7 @@ before(async () => {
   await mkdir(artifacts, { recursive: true });
   stack = await Stack.start();
   console.log(`# page served by ${stack.mode} at ${stack.baseURL}; hal0-apid at ${stack.apiURL}; hub at ${stack.hubURL}`);
+  console.log(`# hal0 catalog index: ${stack.indexOutput}`);
   browser = await chromium.launch({
     executablePath,
     headless: true,
@@ -373,11 +374,237 @@ test('remove a model: refused while a slot serves it, removed after confirming',
   assert.ok(!ids.includes(SPARE) && ids.includes(TINY), `registry after removal: ${ids}`);
 });
 
-test('the catalog view says the catalog is not available', async () => {
+// The catalog the stack indexed (hal0 catalog index of the hub's orgs e2e
+// and lab; see e2ehelper's hubRepos for the numbers behind each order).
+const NOTES = 'lab/notes-GGUF';
+const DISK = 'lab/disk-GGUF';
+const DISK_QCOW2 = 'hf://lab/disk-GGUF?format=qcow2';
+const EMBED = 'lab/embed';
+const GATED_REPO = 'e2e/gated-GGUF';
+const BY_DOWNLOADS = ['e2e/tiny-GGUF', GATED_REPO, EMBED, NOTES, 'e2e/spare-GGUF', 'e2e/stall-GGUF', DISK];
+
+const entryRow = (p, id) => p.locator(`#catalog-body tr[data-entry="${id}"]`);
+const importCard = (p, entry, model) => p.locator(`#catalog-body tr[data-pulls="${entry}"] article.pull-card[data-model="${model}"]`);
+
+/** catalogIs waits until the Catalog view lists exactly ids, in order. */
+async function catalogIs(p, ids) {
+  try {
+    await p.waitForFunction(
+      (want) => [...document.querySelectorAll('#catalog-body tr[data-entry]')].map((tr) => tr.dataset.entry).join(' ') === want,
+      ids.join(' '),
+      { timeout: 20000 },
+    );
+  } catch {
+    const got = await p.locator('#catalog-body tr[data-entry]').evaluateAll((trs) => trs.map((tr) => tr.dataset.entry));
+    assert.deepEqual(got, ids, 'catalog rows');
+  }
+}
+
+test('catalog: an empty catalog says how to index one', async () => {
+  // The real hal0-apid with no catalog file, as before the first index:
+  // the file is moved aside for this test only.
+  await rename(stack.catalogFile, `${stack.catalogFile}.aside`);
+  try {
+    await page.goto(`${stack.baseURL}/#/catalog`);
+    await page.reload();
+    const box = page.locator('[data-role=catalog-empty]');
+    await box.waitFor();
+    const text = await box.textContent();
+    for (const how of ['The catalog is empty.', '[[catalog.source]]', 'hal0 catalog index', 'systemctl enable --now hal0-catalog.timer']) {
+      assert.ok(text.includes(how), `the empty catalog says ${how}: ${text}`);
+    }
+    assert.equal(await page.locator('#catalog-info').textContent(), 'Never indexed.');
+    assert.equal(await page.locator('#catalog-form').isVisible(), false, 'no filters over nothing');
+    await shot(page, 'catalog-empty');
+  } finally {
+    await rename(`${stack.catalogFile}.aside`, stack.catalogFile);
+  }
+});
+
+test('catalog: search, filters and sort narrow and order the list', async () => {
+  await view(page, 'Models');
   await view(page, 'Catalog');
-  const box = page.locator('[data-role=catalog-unavailable]');
-  assert.match(await box.textContent(), /The catalog is not available in this version of hal0/);
+  const cv = page.locator('#view-catalog');
+  await catalogIs(page, BY_DOWNLOADS);
+  assert.match(await page.locator('#catalog-info').textContent(), /^7 models, indexed .+ from http:\/\/127\.0\.0\.1:\d+\.$/);
+  assert.equal(await page.locator('#catalog-count').textContent(), '7 of 7 models');
+
+  // What a row says, and where its link goes.
+  const notes = entryRow(page, NOTES);
+  const cells = Object.fromEntries(
+    await notes.locator('td[data-label]').evaluateAll((tds) => tds.map((td) => [td.dataset.label, td.textContent.trim()])),
+  );
+  assert.deepEqual(
+    { task: cells.Task, format: cells.Format, size: cells.Size, downloads: cells.Downloads, likes: cells.Likes, updated: cells.Updated, installed: cells.Installed },
+    { task: 'text-generation', format: 'gguf Q4_K_M', size: '12.0 MiB', downloads: '800', likes: '120', updated: '5/20/2025', installed: 'metadata only' },
+  );
+  assert.equal(await notes.locator('[data-role=license]').textContent(), 'license: mit');
+  const link = notes.getByRole('link', { name: NOTES });
+  assert.equal(await link.getAttribute('href'), `${stack.hubURL}/${NOTES}`);
+  assert.equal(await link.getAttribute('target'), '_blank');
+  assert.equal(await link.getAttribute('rel'), 'noopener noreferrer');
+  const flags = async (id) => entryRow(page, id).locator('.flag').evaluateAll((fs) => fs.map((f) => f.dataset.flag));
+  assert.deepEqual(await flags(GATED_REPO), ['certified', 'gated', 'chat']);
+  assert.deepEqual(await flags(NOTES), ['chat']);
+  assert.deepEqual(await flags(EMBED), []);
+  // TINY was pulled by the first test: the catalog knows it is installed.
+  const tiny = entryRow(page, 'e2e/tiny-GGUF');
+  assert.equal(await tiny.getAttribute('data-installed'), 'true');
+  assert.match(await tiny.locator('[data-role=installed]').textContent(), new RegExp(`^installed${TINY}$`));
+  // Every column, Import included, fits a desktop window.
+  const wrap = await page.locator('#view-catalog .table-wrap').evaluate((w) => [w.scrollWidth, w.clientWidth]);
+  assert.ok(wrap[0] <= wrap[1], `the catalog table is ${wrap[0]}px wide in ${wrap[1]}px`);
   await shot(page, 'catalog');
+
+  // Search: every word must match.
+  const search = cv.getByLabel('Search');
+  await search.fill('lab');
+  await catalogIs(page, [EMBED, NOTES, DISK]);
+  await search.fill('lab gguf');
+  await catalogIs(page, [NOTES, DISK]);
+  assert.equal(await page.locator('#catalog-count').textContent(), '2 of 7 models');
+  await search.fill('nothing-like-this');
+  await page.locator('#catalog-count', { hasText: 'No model of the 7 matches these filters.' }).waitFor();
+  assert.equal(await page.locator('table.catalog').isVisible(), false);
+  await search.fill('');
+  await catalogIs(page, BY_DOWNLOADS);
+
+  // Task: the choices are the catalog's tasks.
+  const task = cv.getByLabel('Task');
+  assert.deepEqual(await task.locator('option').evaluateAll((os) => os.map((o) => o.value)), ['', 'feature-extraction', 'text-generation']);
+  await task.selectOption('feature-extraction');
+  await catalogIs(page, [EMBED]);
+  await task.selectOption('');
+
+  // Certified, chat template and gated filters add up.
+  await cv.getByLabel('Certified only').check();
+  await catalogIs(page, ['e2e/tiny-GGUF', GATED_REPO, 'e2e/spare-GGUF', 'e2e/stall-GGUF']);
+  await cv.getByLabel('Has a chat template').check();
+  await catalogIs(page, ['e2e/tiny-GGUF', GATED_REPO]);
+  await cv.getByLabel('Hide gated models').check();
+  await catalogIs(page, ['e2e/tiny-GGUF']);
+  await shot(page, 'catalog-filtered');
+  await cv.getByLabel('Certified only').uncheck();
+  await catalogIs(page, ['e2e/tiny-GGUF', NOTES]);
+  await cv.getByLabel('Has a chat template').uncheck();
+  await cv.getByLabel('Hide gated models').uncheck();
+  await catalogIs(page, BY_DOWNLOADS);
+
+  // Sorts and directions.
+  const sort = cv.getByLabel('Sort by');
+  await sort.selectOption('likes');
+  await catalogIs(page, [NOTES, GATED_REPO, 'e2e/tiny-GGUF', EMBED, DISK, 'e2e/spare-GGUF', 'e2e/stall-GGUF']);
+  await sort.selectOption('lastModified');
+  await catalogIs(page, [EMBED, NOTES, GATED_REPO, 'e2e/tiny-GGUF', DISK, 'e2e/spare-GGUF', 'e2e/stall-GGUF']);
+  await sort.selectOption('size');
+  // The directions are named in the sort's own words.
+  assert.deepEqual(await cv.getByLabel('Order').locator('option').allTextContents(), ['Largest first', 'Smallest first']);
+  await cv.getByLabel('Order').selectOption('asc');
+  // 1 MiB, 2 MiB, then the 12 MiB ones by id.
+  await catalogIs(page, [EMBED, DISK, GATED_REPO, 'e2e/spare-GGUF', 'e2e/stall-GGUF', 'e2e/tiny-GGUF', NOTES]);
+  await shot(page, 'catalog-sorted');
+  await cv.getByLabel('Order').selectOption('desc');
+  await sort.selectOption('downloads');
+  await catalogIs(page, BY_DOWNLOADS);
+});
+
+test('catalog: import as a directory shows the live bar, then the row is installed and the model listed', async () => {
+  await view(page, 'Catalog');
+  const row = entryRow(page, NOTES);
+  await row.waitFor();
+  await page.evaluate((entry) => {
+    window.__bar = [];
+    new MutationObserver(() => {
+      const bar = document.querySelector(`#catalog-body tr[data-pulls="${entry}"] progress`);
+      if (bar && bar.hasAttribute('value') && window.__bar.at(-1) !== bar.value) window.__bar.push(bar.value);
+    }).observe(document.querySelector('#catalog-body'), { subtree: true, childList: true, attributes: true });
+  }, NOTES);
+  assert.equal(await row.getByLabel(`Import ${NOTES} as`).inputValue(), 'dir', 'a directory by default');
+  await row.getByRole('button', { name: `Import ${NOTES}` }).click();
+
+  const card = importCard(page, NOTES, NOTES);
+  await card.waitFor();
+  await stateOf(card, 'completed').waitFor();
+  assert.equal(await card.locator('progress').evaluate((b) => b.value), 100);
+  assert.match(await card.locator('[data-role=stats]').textContent(), /^12\.0 MiB of 12\.0 MiB · 100%/);
+  const seen = await page.evaluate(() => window.__bar);
+  assert.equal(seen.at(-1), 100, `bar values ${seen}`);
+  assert.deepEqual(seen, [...seen].sort((a, b) => a - b), `the bar went backwards: ${seen}`);
+  // The row follows the registry: installed, under the id of the pull.
+  await page.locator(`#catalog-body tr[data-entry="${NOTES}"][data-installed=true]`).waitFor();
+  assert.equal(await row.locator('[data-role=installed]').textContent(), `installed${NOTES}`);
+  await shot(page, 'catalog-import');
+
+  const [m] = (await stack.api('GET', '/api/models')).filter((x) => x.id === NOTES);
+  assert.ok(m, 'the registry has the import');
+  assert.equal(m.format || 'dir', 'dir');
+  assert.equal(m.hf_repo, NOTES);
+  await view(page, 'Models');
+  await page.locator(`#models-body tr[data-model="${NOTES}"]`).waitFor();
+  await stateOf(page.locator(`#pulls-list article[data-model="${NOTES}"]`), 'completed').waitFor();
+});
+
+test('catalog: keyboard only, import as a qcow2 disk image', async () => {
+  await page.goto(`${stack.baseURL}/#/catalog`);
+  await page.reload();
+  await entryRow(page, DISK).waitFor();
+  const select = `#catalog-body tr[data-entry="${DISK}"] select[data-role=import-format]`;
+  await tabTo(page, select, 80);
+  await page.keyboard.press('ArrowDown');
+  assert.equal(await page.locator(select).inputValue(), 'qcow2');
+  await page.keyboard.press('Tab');
+  const focused = await page.evaluate(() => document.activeElement?.getAttribute('aria-label'));
+  assert.equal(focused, `Import ${DISK}`);
+  assert.notEqual(await page.evaluate(() => getComputedStyle(document.activeElement).outlineStyle), 'none', 'the focus is visible');
+  await page.keyboard.press('Enter');
+
+  const card = importCard(page, DISK, DISK_QCOW2);
+  await stateOf(card, 'completed').waitFor({ timeout: 60000 });
+  await page.locator(`#catalog-body tr[data-entry="${DISK}"][data-installed=true]`).waitFor();
+  assert.equal(await entryRow(page, DISK).locator('[data-role=installed]').textContent(), `installed${DISK_QCOW2}`);
+  // The focus stayed on the button through the pull and the refreshes.
+  assert.equal(await page.evaluate(() => document.activeElement?.getAttribute('aria-label')), `Import ${DISK}`);
+  await shot(page, 'catalog-qcow2');
+
+  // The registry has the image, and the image is on disk at its size.
+  const [m] = (await stack.api('GET', '/api/models')).filter((x) => x.id === DISK_QCOW2);
+  assert.ok(m, `the registry has ${DISK_QCOW2}`);
+  assert.equal(m.format, 'qcow2');
+  assert.equal(m.hf_repo, DISK);
+  assert.match(m.path, /\.qcow2$/);
+  assert.equal((await stat(m.path)).size, m.image_size);
+  assert.match(m.image_sha256, /^[0-9a-f]{64}$/);
+});
+
+test('catalog: importing a gated model shows the link to accept its license', async () => {
+  await view(page, 'Catalog');
+  const row = entryRow(page, GATED_REPO);
+  await row.getByRole('button', { name: `Import ${GATED_REPO}` }).click();
+  const card = importCard(page, GATED_REPO, GATED_REPO);
+  await stateOf(card, 'failed').waitFor();
+  assert.match(await card.locator('[data-role=error-text]').textContent(), /is gated: accept its license at/);
+  const link = card.getByRole('link', { name: "Accept the license on the model's page" });
+  assert.equal(await link.getAttribute('href'), `${stack.hubURL}/${GATED_REPO}`);
+  assert.equal(await link.getAttribute('rel'), 'noopener noreferrer');
+  assert.equal(await row.getAttribute('data-installed'), 'false');
+  await shot(page, 'catalog-gated');
+});
+
+test('models view: catalog models that are not installed, with Pull', async () => {
+  await view(page, 'Models');
+  const available = page.locator('#available');
+  const picks = async () => available.locator('tbody tr').evaluateAll((trs) => trs.map((tr) => tr.dataset.entry));
+  // By downloads, leaving out TINY, NOTES and DISK, which are installed.
+  await page.waitForFunction(() => document.querySelectorAll('#available-body tr').length === 4);
+  assert.deepEqual(await picks(), [GATED_REPO, EMBED, 'e2e/spare-GGUF', 'e2e/stall-GGUF']);
+  assert.match(await page.locator('#available-help').textContent(), /most downloaded first/);
+  await shot(page, 'models-catalog');
+
+  await available.getByRole('button', { name: `Pull ${EMBED} from the catalog` }).click();
+  await stateOf(page.locator(`#pulls-list article[data-model="${EMBED}"]`), 'completed').waitFor();
+  await page.locator(`#models-body tr[data-model="${EMBED}"]`).waitFor();
+  await available.locator(`tr[data-entry="${EMBED}"]`).waitFor({ state: 'detached' });
+  assert.deepEqual(await picks(), [GATED_REPO, 'e2e/spare-GGUF', 'e2e/stall-GGUF']);
 });
 
 test('phone: every view fits a 390×844 screen', async () => {
@@ -386,7 +613,7 @@ test('phone: every view fits a 390×844 screen', async () => {
     models: `#models-body tr[data-model="${TINY}"]`,
     pull: '#pull-form',
     slots: `article.slot-card[data-slot="${SLOT}"] [data-role=state][data-state=ready]`,
-    catalog: '[data-role=catalog-unavailable]',
+    catalog: `#catalog-body tr[data-entry="${NOTES}"][data-installed=true]`,
   };
   for (const [name, ready] of Object.entries(views)) {
     await phone.goto(`${stack.baseURL}/#/${name}`);

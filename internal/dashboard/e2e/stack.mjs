@@ -174,7 +174,7 @@ export class Stack {
 
     // Built from this tree, as the apid tests do: the suite tests the
     // code beside it, not whatever hal0-apid is installed.
-    await run('go', ['build', '-o', `${this.bin}/`, 'github.com/hal0ai/hal0/hal0-apid', 'github.com/hal0ai/hal0/hal0-pull', './internal/dashboard/e2e/e2ehelper', './internal/flm/flmtest/standin'], {
+    await run('go', ['build', '-o', `${this.bin}/`, 'github.com/hal0ai/hal0/hal0', 'github.com/hal0ai/hal0/hal0-apid', 'github.com/hal0ai/hal0/hal0-pull', './internal/dashboard/e2e/e2ehelper', './internal/flm/flmtest/standin'], {
       cwd: repoRoot,
       maxBuffer: 16 << 20,
     }).catch((err) => {
@@ -232,6 +232,16 @@ export class Stack {
       FLM_CONFIG_PATH: flmCatalog,
       FLM_STANDIN_RATE: String(8 << 20),
     };
+    // The catalog: the real `hal0 catalog index` of the hub's orgs e2e
+    // (certified) and lab, configured as an administrator would.
+    const confDir = join(this.home, 'etc', 'hal0');
+    await writeFile(join(confDir, 'hal0.toml'), '[catalog]\ncertified_orgs = ["e2e"]\n\n[[catalog.source]]\norgs = ["e2e", "lab"]\n');
+    this.catalogFile = join(this.home, 'var', 'lib', 'hal0', 'catalog', 'catalog.json');
+    const indexed = await run(join(this.bin, 'hal0'), ['catalog', 'index'], { env: this.env }).catch((err) => {
+      throw new Error(`hal0 catalog index failed:\n${err.stderr || err.message}`);
+    });
+    this.indexOutput = indexed.stdout.trim();
+
     const sock = join(this.home, 'run', 'hal0', 'api.sock');
     const apid = this.#spawn('hal0-apid', join(this.bin, 'hal0-apid'), ['--runner=process', `--listen=tcp:127.0.0.1:0,unix:${sock}`], this.env);
     // Port 0, then the port apid reports: no race for a free port.

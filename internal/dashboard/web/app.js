@@ -2,6 +2,7 @@
 // Plain ES modules served by hal0-apid; there is no build step.
 
 import { getToken, onTokenChange, request, setToken, setTokenPrompt } from './api.js';
+import { CatalogPicks, CatalogView } from './catalog.js';
 import { $, announce, setText, show } from './dom.js';
 import { ModelsTable } from './models.js';
 import { NPUCatalog } from './npu.js';
@@ -28,6 +29,8 @@ models.onChange(() => npu.refresh());
 new PullsList(store, $('#pulls-list'), $('#pulls-empty'), (id) => models.has(id));
 new PullForm(store);
 const slots = new SlotsView(models);
+const catalog = new CatalogView(store, models);
+new CatalogPicks(store, models, catalog);
 
 let current = '';
 
@@ -48,6 +51,8 @@ function route(moveFocus) {
   document.title = `${VIEWS[name]} · hal0`;
   if (prev === 'slots') slots.hide();
   if (name === 'slots') slots.show();
+  if (prev === 'catalog') catalog.hide();
+  if (name === 'catalog') catalog.show();
   if (name === 'models') models.refresh();
   // Moving focus to the new view's heading tells screen-reader and
   // keyboard users where they are, as a page load would.

@@ -8,7 +8,10 @@
 //	    spare is the one the removal test deletes), e2e/stall-GGUF
 //	    (every download stalls after StallBytes, so a pull of it stays
 //	    running until it is cancelled) and e2e/gated-GGUF (gated, so a pull
-//	    without a token fails with pull.gated). hubtest.Main's flags have
+//	    without a token fails with pull.gated); and, for the catalog, the
+//	    org lab: lab/notes-GGUF, lab/disk-GGUF (small, imported as a qcow2
+//	    image) and lab/embed (safetensors, feature-extraction). Every repo
+//	    carries listing metadata (see hubRepos). hubtest.Main's flags have
 //	    no faults, hence this command. Prints "HUB_URL=…" and serves until
 //	    SIGTERM.
 //
@@ -99,19 +102,9 @@ func runHub(ctx context.Context) error {
 		return err
 	}
 	defer hub.Close()
-	gguf := func(id, name string, seed uint64) hubtest.Repo {
-		return hubtest.Repo{
-			ID:          id,
-			Files:       hubtest.GenerateGGUFShards("", "Q4_K_M/"+name, "Q4_K_M", Shards, ShardSize, seed),
-			PipelineTag: "text-generation", License: "apache-2.0",
-		}
+	for _, r := range hubRepos() {
+		hub.AddRepo(r)
 	}
-	hub.AddRepo(gguf("e2e/tiny-GGUF", "tiny", 1))
-	hub.AddRepo(gguf("e2e/spare-GGUF", "spare", 4))
-	hub.AddRepo(gguf("e2e/stall-GGUF", "stall", 2))
-	gated := gguf("e2e/gated-GGUF", "gated", 3)
-	gated.Gated = "manual"
-	hub.AddRepo(gated)
 	// No StallFor: each download of the stall repo's files holds until the
 	// client gives up or the hub closes, so the pull's progress stays put
 	// wherever the test looks at it.
@@ -119,6 +112,47 @@ func runHub(ctx context.Context) error {
 	fmt.Printf("HUB_URL=%s\n", hub.URL)
 	<-ctx.Done()
 	return nil
+}
+
+// hubRepos are the repos of the test hub. Their listing metadata (task,
+// downloads, likes, last modification, license, gating, a chat template
+// in the hub's summary) is what `hal0 catalog index` of the orgs e2e and
+// lab turns into the catalog the Catalog view shows; the numbers are
+// chosen so that each sort gives a different order (see
+// dashboard.test.mjs). The catalog is indexed without --full: the stall
+// repo's files must never be read by anything but the pull that the test
+// cancels.
+func hubRepos() []hubtest.Repo {
+	day := func(month, d int) time.Time { return time.Date(2025, time.Month(month), d, 12, 0, 0, 0, time.UTC) }
+	chat := map[string]any{"gguf": map[string]any{"chat_template": "{% for m in messages %}{{ m.content }}{% endfor %}"}}
+	gguf := func(id, name string, seed uint64, shards int, shardSize int64) hubtest.Repo {
+		return hubtest.Repo{
+			ID:          id,
+			Files:       hubtest.GenerateGGUFShards("", "Q4_K_M/"+name, "Q4_K_M", shards, shardSize, seed),
+			PipelineTag: "text-generation", License: "apache-2.0",
+		}
+	}
+	tiny := gguf("e2e/tiny-GGUF", "tiny", 1, Shards, ShardSize)
+	tiny.Downloads, tiny.Likes, tiny.LastModified, tiny.Extra = 5000, 40, day(3, 1), chat
+	spare := gguf("e2e/spare-GGUF", "spare", 4, Shards, ShardSize)
+	spare.Downloads, spare.Likes, spare.LastModified = 300, 2, day(1, 15)
+	stall := gguf("e2e/stall-GGUF", "stall", 2, Shards, ShardSize)
+	stall.Downloads, stall.Likes, stall.LastModified = 150, 1, day(1, 10)
+	gated := gguf("e2e/gated-GGUF", "gated", 3, Shards, ShardSize)
+	gated.Gated, gated.License = "manual", "llama3.1"
+	gated.Downloads, gated.Likes, gated.LastModified, gated.Extra = 2000, 90, day(4, 1), chat
+	// The lab org is not certified (hal0.toml certifies e2e only).
+	notes := gguf("lab/notes-GGUF", "notes", 5, Shards, ShardSize)
+	notes.License = "mit"
+	notes.Downloads, notes.Likes, notes.LastModified, notes.Extra = 800, 120, day(5, 20), chat
+	disk := gguf("lab/disk-GGUF", "disk", 6, 2, 1<<20)
+	disk.Downloads, disk.Likes, disk.LastModified = 60, 8, day(2, 1)
+	embed := hubtest.Repo{
+		ID: "lab/embed", Files: hubtest.GenerateSafetensorsShards("", 1, 1<<20, 7),
+		PipelineTag: "feature-extraction", License: "apache-2.0",
+		Downloads: 1200, Likes: 15, LastModified: day(6, 1),
+	}
+	return []hubtest.Repo{tiny, spare, stall, gated, notes, disk, embed}
 }
 
 func runFront(ctx context.Context, args []string) error {
