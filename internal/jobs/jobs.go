@@ -166,6 +166,10 @@ type Store struct {
 
 	mu    sync.Mutex
 	cache map[string]cachedJob // Current's decoded records, by path
+
+	// busyHook, when set (tests), runs each time AcquireRef finds the
+	// lock taken and will try again.
+	busyHook func()
 }
 
 // Open returns the store rooted at dir (typically /var/lib/hal0/jobs).
@@ -433,6 +437,29 @@ func (s *Store) Prune(maxAge time.Duration) (int, error) {
 // the lock when the worker dies, however it dies.
 func (s *Store) LockRef(ref string) (*fsutil.Lock, error) {
 	return fsutil.TryLockFile(s.lockPath(unitname.Escape(ref) + ".lock"))
+}
+
+// AcquireRef takes the ref's worker lock for a worker. WorkerAlive tests
+// the lock by taking it for an instant, so a lock found taken is tried
+// again for up to a second before the ref counts as busy: a worker that
+// started during a status poll's probe must not give up as "already
+// running".
+func (s *Store) AcquireRef(ctx context.Context, ref string) (*fsutil.Lock, error) {
+	deadline := time.Now().Add(time.Second)
+	for {
+		l, err := s.LockRef(ref)
+		if !errors.Is(err, fsutil.ErrLocked) || time.Now().After(deadline) {
+			return l, err
+		}
+		if s.busyHook != nil {
+			s.busyHook()
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 // WorkerAlive reports whether some process holds the ref's worker lock.

@@ -214,3 +214,26 @@ func TestCurrentSeesEveryChange(t *testing.T) {
 		t.Errorf("unknown ref: %v", err)
 	}
 }
+
+// TestAcquireRefWaitsOutAProbe: WorkerAlive takes the worker lock for an
+// instant; a worker starting at that moment waits for it instead of
+// reporting the ref busy. A lock held for good is still busy.
+func TestAcquireRefWaitsOutAProbe(t *testing.T) {
+	s := Open(t.TempDir())
+	ctx := context.Background()
+	probe, err := s.LockRef("o/m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	s.busyHook = func() { once.Do(func() { probe.Unlock() }) } // the probe ends while AcquireRef waits
+	l, err := s.AcquireRef(ctx, "o/m")
+	if err != nil {
+		t.Fatalf("AcquireRef after a probe: %v", err)
+	}
+	s.busyHook = nil
+	if _, err := s.AcquireRef(ctx, "o/m"); !errors.Is(err, fsutil.ErrLocked) {
+		t.Errorf("AcquireRef while a worker holds the lock: %v, want ErrLocked", err)
+	}
+	l.Unlock()
+}

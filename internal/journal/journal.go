@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -106,6 +107,15 @@ func (r *Reader) run(ctx context.Context, q Query, follow bool, fn func(Entry) e
 	if err != nil {
 		return err
 	}
+	dirs := []string{"/run/log/journal", "/var/log/journal"}
+	if r.Dir != "" {
+		dirs = []string{r.Dir}
+	}
+	if !hasJournalFiles(dirs) {
+		// journalctl says nothing at all then, which would read as a unit
+		// that never logged.
+		return fmt.Errorf("%w: no journal files in %s: systemd-journald does not run here; slot logs are in the journal of the systemd that runs the slots (api.journal_dir names another journal directory)", ErrUnavailable, strings.Join(dirs, " or "))
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	c := r.cmd(ctx, args)
@@ -142,6 +152,20 @@ func (r *Reader) run(ctx context.Context, q Query, follow bool, fn func(Entry) e
 		return fmt.Errorf("%w: this user may not read the system journal; add it to the systemd-journal group (hal0-apid.service does this with SupplementaryGroups=systemd-journal)", ErrUnavailable)
 	}
 	return nil
+}
+
+// hasJournalFiles reports whether any of dirs holds journal files, directly
+// or in a machine-id directory. Files it may not read count: journalctl
+// then explains itself.
+func hasJournalFiles(dirs []string) bool {
+	for _, d := range dirs {
+		for _, pat := range []string{"*.journal", "*/*.journal", "*.journal~", "*/*.journal~"} {
+			if m, _ := filepath.Glob(filepath.Join(d, pat)); len(m) > 0 {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // parse reads journalctl's JSON lines and calls fn for each entry.

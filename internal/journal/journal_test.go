@@ -73,13 +73,22 @@ func TestUnavailable(t *testing.T) {
 	if err := os.WriteFile(denied, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// A journal directory with a file in it, so that journalctl is run.
+	jdir := filepath.Join(dir, "journal", "0123")
+	if err := os.MkdirAll(jdir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(jdir, "system.journal"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
-		cmd, want string
+		cmd, dir, want string
 	}{
-		{filepath.Join(dir, "missing"), "journal unavailable"},
-		{denied, "systemd-journal group"},
+		{filepath.Join(dir, "missing"), filepath.Join(dir, "journal"), "journal unavailable"},
+		{denied, filepath.Join(dir, "journal"), "systemd-journal group"},
+		{denied, filepath.Join(dir, "empty"), "no journal files in " + filepath.Join(dir, "empty")},
 	} {
-		_, err := (&Reader{Cmd: tc.cmd}).Tail(context.Background(), Query{Unit: "x.service"})
+		_, err := (&Reader{Cmd: tc.cmd, Dir: tc.dir}).Tail(context.Background(), Query{Unit: "x.service"})
 		if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: err = %v, want ErrUnavailable mentioning %q", tc.cmd, err, tc.want)
 		}

@@ -72,7 +72,7 @@ func run(ctx context.Context, cfg *config.Config, o Options) (*registry.Model, e
 	store := jobs.Open(cfg.Paths.JobsDir())
 	id := rf.String()
 
-	lock, err := store.LockRef(id)
+	lock, err := store.AcquireRef(ctx, id)
 	if errors.Is(err, fsutil.ErrLocked) {
 		return nil, api.Errorf(api.CodeBusy, 0, "a pull of %s is already running (see `hal0 pull status %s`)", id, id)
 	}
