@@ -93,7 +93,7 @@ type Handler struct {
 
 	imu    sync.Mutex
 	idx    *index
-	idxKey statKey
+	idxRaw []byte // the registry bytes idx was built from
 
 	pt    *pullThrough
 	lists listings

@@ -11,7 +11,6 @@ import (
 	"regexp"
 	"sort"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/hal0ai/hal0/internal/registry"
@@ -91,44 +90,37 @@ var (
 	hex64 = regexp.MustCompile(`^[0-9a-f]{64}$`)
 )
 
-// statKey identifies one version of the registry file. Writers replace it
-// with rename(2), so a new version always has a new inode.
-type statKey struct {
-	ok    bool
-	dev   uint64
-	ino   uint64
-	size  int64
-	mtime int64
-}
-
 // index returns the index of the current registry, rebuilding it only when
-// the file changed: a download or a listing costs one stat, not a parse.
+// the file's bytes changed. The file is read every time (it is small) and
+// compared, not stat'ed: inode numbers are reused at once on ext4 and
+// mtimes are as coarse as the kernel's tick, so a new registry can share
+// the old one's inode, size and mtime, and a stale index would start a
+// second pull of a model that was just installed.
 func (h *Handler) index() (*index, error) {
 	if h.opts.Registry == nil {
 		return &index{repos: map[string]*repoIndex{}}, nil
 	}
-	var key statKey
-	st, err := os.Stat(h.opts.Registry.Path())
+	path := h.opts.Registry.Path()
+	raw, err := os.ReadFile(path)
 	switch {
 	case err == nil:
-		key = statKey{ok: true, size: st.Size(), mtime: st.ModTime().UnixNano()}
-		if sys, ok := st.Sys().(*syscall.Stat_t); ok {
-			key.dev, key.ino = uint64(sys.Dev), sys.Ino
-		}
 	case errors.Is(err, os.ErrNotExist):
+		raw = nil
 	default:
-		return nil, fmt.Errorf("stat registry: %w", err)
+		return nil, fmt.Errorf("read registry: %w", err)
 	}
 	h.imu.Lock()
 	defer h.imu.Unlock()
-	if h.idx != nil && key == h.idxKey {
+	if h.idx != nil && bytes.Equal(raw, h.idxRaw) && (raw == nil) == (h.idxRaw == nil) {
 		return h.idx, nil
 	}
-	reg, err := h.opts.Registry.Load()
-	if err != nil {
-		return nil, err
+	reg := &registry.Registry{Models: map[string]*registry.Model{}}
+	if raw != nil {
+		if reg, err = registry.Parse(path, raw); err != nil {
+			return nil, err
+		}
 	}
-	h.idx, h.idxKey = buildIndex(reg, h.logf), key
+	h.idx, h.idxRaw = buildIndex(reg, h.logf), raw
 	return h.idx, nil
 }
 

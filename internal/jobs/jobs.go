@@ -14,6 +14,7 @@
 package jobs
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -26,7 +27,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/hal0ai/hal0/internal/fsutil"
@@ -175,24 +175,17 @@ type Store struct {
 // Open returns the store rooted at dir (typically /var/lib/hal0/jobs).
 func Open(dir string) *Store { return &Store{dir: dir, now: time.Now} }
 
-// cachedJob is a record Current decoded, with the identity of the file it
-// came from. Records are only ever replaced by rename, so a file with the
-// same inode, size and change time is the same record. A freed inode
-// number can come back within one coarse kernel clock tick, so an entry is
-// also trusted for at most cacheTTL: a status can then be that much late,
-// never stuck.
+// cachedJob is a record Current decoded, with the bytes it was decoded
+// from. Comparing bytes rather than file identity (inode, size, times)
+// keeps the cache exact: inode numbers are reused at once on some
+// filesystems and timestamps are as coarse as the kernel's tick, so two
+// different records can look like one file.
 type cachedJob struct {
-	dev, ino     uint64
-	size         int64
-	mtime, ctime int64
-	at           time.Time
-	job          *Job
+	raw []byte
+	job *Job
 }
 
-const (
-	cacheTTL = time.Second
-	cacheMax = 256
-)
+const cacheMax = 256
 
 // Dir returns the store's directory.
 func (s *Store) Dir() string { return s.dir }
@@ -244,34 +237,34 @@ func (s *Store) read(p string) (*Job, error) {
 }
 
 // Current returns the newest job for ref. It is the status poll's path
-// (thousands a second under load), so it stats the record and decodes it
-// again only when the file changed.
+// (thousands a second under load): the record is read every time, but
+// decoded again only when its bytes changed.
 func (s *Store) Current(ref string) (*Job, error) {
 	p := s.curPath(ref)
-	var st syscall.Stat_t
-	if err := syscall.Stat(p, &st); err != nil {
-		return s.read(p) // reports a missing record as read does
+	b, err := os.ReadFile(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, ErrNotFound
 	}
-	key := cachedJob{dev: uint64(st.Dev), ino: st.Ino, size: st.Size, mtime: st.Mtim.Nano(), ctime: st.Ctim.Nano()}
-	now := time.Now()
-	s.mu.Lock()
-	c, ok := s.cache[p]
-	s.mu.Unlock()
-	if ok && c.dev == key.dev && c.ino == key.ino && c.size == key.size && c.mtime == key.mtime && c.ctime == key.ctime && now.Sub(c.at) < cacheTTL {
-		return c.job.clone(), nil
-	}
-	j, err := s.read(p)
 	if err != nil {
 		return nil, err
 	}
-	key.at, key.job = now, j.clone()
+	s.mu.Lock()
+	c, ok := s.cache[p]
+	s.mu.Unlock()
+	if ok && bytes.Equal(c.raw, b) {
+		return c.job.clone(), nil
+	}
+	var j Job
+	if err := json.Unmarshal(b, &j); err != nil {
+		return nil, fmt.Errorf("job record %s is corrupt: %v", p, err)
+	}
 	s.mu.Lock()
 	if s.cache == nil || len(s.cache) >= cacheMax {
 		s.cache = make(map[string]cachedJob)
 	}
-	s.cache[p] = key
+	s.cache[p] = cachedJob{raw: b, job: j.clone()}
 	s.mu.Unlock()
-	return j, nil
+	return &j, nil
 }
 
 // clone is a deep copy: callers change the jobs they get.
