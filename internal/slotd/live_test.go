@@ -326,11 +326,7 @@ func (e *env) wantTransitions(want ...string) {
 	// hal0-slotd logs a transition right after writing state.json, which
 	// is what the test waited for: the line may reach the journal a
 	// moment later (seen under load). Look again until it is there.
-	got := e.transitions()
-	for deadline := time.Now().Add(10 * time.Second); !slices.Equal(got, want) && len(got) < len(want) && time.Now().Before(deadline); {
-		time.Sleep(50 * time.Millisecond)
-		got = e.transitions()
-	}
+	got := journalUntil(e.transitions, func(got []string) bool { return slices.Equal(got, want) || len(got) >= len(want) })
 	if !slices.Equal(got, want) {
 		e.t.Errorf("transitions %v, want %v\nhal0-slotd's journal:\n%s", got, want, e.journal(slotdUnit))
 	}
@@ -599,14 +595,20 @@ func TestLiveRestartMidSwap(t *testing.T) {
 // journalCount counts the lines of unit's journal containing s, waiting
 // (up to 10 s) for want of them to arrive; more than want returns at once.
 func (e *env) journalCount(unit, s string, want int) int {
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		n := strings.Count(e.journal(unit), s)
-		if n >= want || time.Now().After(deadline) {
-			return n
-		}
+	return journalUntil(func() int { return strings.Count(e.journal(unit), s) }, func(n int) bool { return n >= want })
+}
+
+// journalUntil reads the journal with read until done says the lines
+// looked for are there, or 10 s pass: journald takes a service's stdout
+// on its own schedule, so a line may arrive a moment after the state
+// change it reports. It returns the last reading.
+func journalUntil[T any](read func() T, done func(T) bool) T {
+	got := read()
+	for deadline := time.Now().Add(10 * time.Second); !done(got) && time.Now().Before(deadline); {
 		time.Sleep(50 * time.Millisecond)
+		got = read()
 	}
+	return got
 }
 
 // TestLiveDBusDropped: hal0-slotd loses the system bus and reconnects.
