@@ -92,11 +92,7 @@ func (s *Server) followLogs(w http.ResponseWriter, r *http.Request, jr LogReader
 	start := func() {
 		if !started {
 			started = true
-			h := w.Header()
-			h.Set("Content-Type", "text/event-stream")
-			h.Set("Cache-Control", "no-cache")
-			h.Set("X-Accel-Buffering", "no")
-			w.WriteHeader(http.StatusOK)
+			startEventStream(w)
 		}
 	}
 	for {
