@@ -9,7 +9,7 @@
 // progress lives in the shared PullStore like any other pull.
 
 import { modelPath, mutate, request } from './api.js';
-import { $, announce, busy, h, isBusy, safeHTTPURL, setText, show } from './dom.js';
+import { $, announce, busy, h, isBusy, safeHTTPURL, setText, show, syncRows } from './dom.js';
 import { bytes, when } from './format.js';
 import { PullCard, isFinal } from './pulls.js';
 
@@ -222,32 +222,8 @@ export class CatalogView {
     setText(this.count, entries.length ? `${count(list.count)} of ${count(list.total)} models` : `No model of the ${count(list.total)} matches these filters.`);
     this.addTasks(entries);
 
-    const keep = new Set();
-    let prev = null;
-    for (const e of entries) {
-      keep.add(e.id);
-      let row = this.rows.get(e.id);
-      if (!row) {
-        row = this.row(e);
-        this.rows.set(e.id, row);
-      }
-      row.fill(e);
-      // Each entry is its row and, below it, the row of its pulls.
-      for (const tr of [row.tr, row.pullTr]) {
-        if (prev ? prev.nextSibling !== tr : this.body.firstChild !== tr) {
-          if (prev) prev.after(tr);
-          else this.body.prepend(tr);
-        }
-        prev = tr;
-      }
-    }
-    for (const [id, row] of this.rows) {
-      if (!keep.has(id)) {
-        row.tr.remove();
-        row.pullTr.remove();
-        this.rows.delete(id);
-      }
-    }
+    // Each entry is its row and, below it, the row of its pulls.
+    syncRows(this.body, this.rows, entries, (e) => this.row(e), (row) => [row.tr, row.pullTr]);
     this.updatePulls();
   }
 
@@ -416,28 +392,7 @@ export class CatalogPicks {
   }
 
   render(picks) {
-    const keep = new Set();
-    let prev = null;
-    for (const e of picks) {
-      keep.add(e.id);
-      let row = this.rows.get(e.id);
-      if (!row) {
-        row = this.row(e);
-        this.rows.set(e.id, row);
-      }
-      row.fill(e);
-      if (prev ? prev.nextSibling !== row.tr : this.body.firstChild !== row.tr) {
-        if (prev) prev.after(row.tr);
-        else this.body.prepend(row.tr);
-      }
-      prev = row.tr;
-    }
-    for (const [id, row] of this.rows) {
-      if (!keep.has(id)) {
-        row.tr.remove();
-        this.rows.delete(id);
-      }
-    }
+    syncRows(this.body, this.rows, picks, (e) => this.row(e));
     show(this.section, picks.length > 0);
     this.updateRowPulls();
   }

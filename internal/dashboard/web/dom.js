@@ -107,3 +107,37 @@ export function keepFocus(container, update, candidates) {
     }
   }
 }
+
+/**
+ * syncRows makes body show one row per item, in the order of items,
+ * reusing the rows built earlier: a focused button keeps its focus when
+ * the row it is in is updated. rows maps item id → row; make(item) builds
+ * a row, row.fill(item) updates it; elems(row) lists the row's elements
+ * in body (by default its tr).
+ */
+export function syncRows(body, rows, items, make, elems = (row) => [row.tr]) {
+  const keep = new Set();
+  let prev = null;
+  for (const it of items) {
+    keep.add(it.id);
+    let row = rows.get(it.id);
+    if (!row) {
+      row = make(it);
+      rows.set(it.id, row);
+    }
+    row.fill(it);
+    for (const el of elems(row)) {
+      if (prev ? prev.nextSibling !== el : body.firstChild !== el) {
+        if (prev) prev.after(el);
+        else body.prepend(el);
+      }
+      prev = el;
+    }
+  }
+  for (const [id, row] of rows) {
+    if (!keep.has(id)) {
+      for (const el of elems(row)) el.remove();
+      rows.delete(id);
+    }
+  }
+}

@@ -1,7 +1,7 @@
 // The installed models of the Models view (GET /api/models).
 
 import { modelPath, mutate, request } from './api.js';
-import { announce, busy, h, isBusy, setText, show } from './dom.js';
+import { announce, busy, h, isBusy, setText, show, syncRows } from './dom.js';
 import { bytes, shortCommit, when } from './format.js';
 import { isFinal } from './pulls.js';
 
@@ -66,31 +66,9 @@ export class ModelsTable {
   }
 
   render() {
-    const keep = new Set();
-    let prev = null;
-    for (const m of this.models) {
-      keep.add(m.id);
-      // Rows are built once and filled in place, so a focused Pull button
-      // keeps its focus when the pull it started updates the model.
-      let row = this.rows.get(m.id);
-      if (!row) {
-        row = this.row(m);
-        this.rows.set(m.id, row);
-      }
-      row.fill(m);
-      if (prev) {
-        if (prev.nextSibling !== row.tr) prev.after(row.tr);
-      } else if (this.body.firstChild !== row.tr) {
-        this.body.prepend(row.tr);
-      }
-      prev = row.tr;
-    }
-    for (const [id, row] of this.rows) {
-      if (!keep.has(id)) {
-        row.tr.remove();
-        this.rows.delete(id);
-      }
-    }
+    // Rows are built once and filled in place, so a focused Pull button
+    // keeps its focus when the pull it started updates the model.
+    syncRows(this.body, this.rows, this.models, (m) => this.row(m));
     show(this.emptyEl, this.models.length === 0);
     show(this.body.closest('table'), this.models.length > 0);
     this.updateRowPulls();

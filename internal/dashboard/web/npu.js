@@ -4,7 +4,7 @@
 // so these are the only pulls that give an NPU slot something to serve.
 
 import { APIError, modelPath, mutate, request } from './api.js';
-import { announce, busy, h, isBusy, setText, show } from './dom.js';
+import { announce, busy, h, isBusy, setText, show, syncRows } from './dom.js';
 import { bytes } from './format.js';
 import { isFinal } from './pulls.js';
 
@@ -49,29 +49,7 @@ export class NPUCatalog {
   }
 
   render(models) {
-    const keep = new Set();
-    let prev = null;
-    for (const m of models) {
-      keep.add(m.id);
-      let row = this.rows.get(m.id);
-      if (!row) {
-        row = this.row(m);
-        this.rows.set(m.id, row);
-      }
-      row.fill(m);
-      if (prev) {
-        if (prev.nextSibling !== row.tr) prev.after(row.tr);
-      } else if (this.body.firstChild !== row.tr) {
-        this.body.prepend(row.tr);
-      }
-      prev = row.tr;
-    }
-    for (const [id, row] of this.rows) {
-      if (!keep.has(id)) {
-        row.tr.remove();
-        this.rows.delete(id);
-      }
-    }
+    syncRows(this.body, this.rows, models, (m) => this.row(m));
     show(this.emptyEl, models.length === 0);
     show(this.body.closest('table'), models.length > 0);
     this.updateRowPulls();
