@@ -330,13 +330,37 @@ const maxEvent = 1 << 20
 // final state. It returns fn's error if fn fails, ctx's error when ctx
 // ends, and ErrStreamEnded (wrapped) when the stream stops early.
 func (c *Client) Events(ctx context.Context, id string, fn func(*api.PullStatus) error) error {
-	resp, err := c.do(ctx, http.MethodGet, modelPath(id, "/pull/events"), nil, "text/event-stream")
+	return c.follow(ctx, modelPath(id, "/pull/events"), "event stream", "status", ErrStreamEnded, func(data []byte) error {
+		var st api.PullStatus
+		if err := json.Unmarshal(data, &st); err != nil {
+			return fmt.Errorf("bad status event from hal0-apid: %w", err)
+		}
+		if err := fn(&st); err != nil {
+			return err
+		}
+		if st.Final() {
+			return errFollowDone
+		}
+		return nil
+	})
+}
+
+// errFollowDone, from follow's fn, ends the stream without an error.
+var errFollowDone = errors.New("done following")
+
+// follow reads the server-sent event stream at path (what names it in
+// errors) and calls fn with the data of each event called name. It
+// returns nil once fn returns errFollowDone, fn's other errors as they
+// are, ctx's error when ctx ends, and ended (wrapped) when the stream
+// stops first.
+func (c *Client) follow(ctx context.Context, path, what, name string, ended error, fn func(data []byte) error) error {
+	resp, err := c.do(ctx, http.MethodGet, path, nil, "text/event-stream")
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
 	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
-		return fmt.Errorf("hal0-apid answered the event stream with %q, not text/event-stream", ct)
+		return fmt.Errorf("hal0-apid answered the %s with %q, not text/event-stream", what, ct)
 	}
 	// Closing the body is what unblocks a read when ctx ends; the request
 	// context does that too, but only once the transport notices.
@@ -351,16 +375,12 @@ func (c *Client) Events(ctx context.Context, id string, fn func(*api.PullStatus)
 		line := sc.Text()
 		if line == "" {
 			// A blank line dispatches the event gathered so far.
-			if event == "status" && len(data) > 0 {
-				var st api.PullStatus
-				if err := json.Unmarshal(data, &st); err != nil {
-					return fmt.Errorf("bad status event from hal0-apid: %w", err)
-				}
-				if err := fn(&st); err != nil {
+			if event == name && len(data) > 0 {
+				if err := fn(data); err != nil {
+					if errors.Is(err, errFollowDone) {
+						return nil
+					}
 					return err
-				}
-				if st.Final() {
-					return nil
 				}
 			}
 			event, data = "", data[:0]
@@ -385,7 +405,7 @@ func (c *Client) Events(ctx context.Context, id string, fn func(*api.PullStatus)
 		return ctx.Err()
 	}
 	if err := sc.Err(); err != nil {
-		return fmt.Errorf("%w: %v", ErrStreamEnded, err)
+		return fmt.Errorf("%w: %v", ended, err)
 	}
-	return ErrStreamEnded
+	return ended
 }

@@ -1,14 +1,12 @@
 package client
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
-	"strings"
 
 	"github.com/hal0ai/hal0/internal/api"
 )
@@ -81,60 +79,17 @@ var ErrSlotStreamEnded = errors.New("the slot event stream of hal0-apid ended")
 // otherwise runs until ctx ends (ctx's error) or the stream is cut
 // (ErrSlotStreamEnded, wrapped).
 func (c *Client) SlotEvents(ctx context.Context, name string, fn func(*api.Slot) error) error {
-	resp, err := c.do(ctx, http.MethodGet, slotPath(name, "/events"), nil, "text/event-stream")
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
-		return fmt.Errorf("hal0-apid answered the slot event stream with %q, not text/event-stream", ct)
-	}
-	// As in Events: closing the body is what unblocks a pending read.
-	stop := context.AfterFunc(ctx, func() { resp.Body.Close() })
-	defer stop()
-
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 0, 16<<10), maxEvent)
-	var event string
-	var data []byte
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" {
-			if event == "slot" && len(data) > 0 {
-				var s api.Slot
-				if err := json.Unmarshal(data, &s); err != nil {
-					return fmt.Errorf("bad slot event from hal0-apid: %w", err)
-				}
-				if err := fn(&s); err != nil {
-					if errors.Is(err, ErrStopEvents) {
-						return nil
-					}
-					return err
-				}
+	return c.follow(ctx, slotPath(name, "/events"), "slot event stream", "slot", ErrSlotStreamEnded, func(data []byte) error {
+		var s api.Slot
+		if err := json.Unmarshal(data, &s); err != nil {
+			return fmt.Errorf("bad slot event from hal0-apid: %w", err)
+		}
+		if err := fn(&s); err != nil {
+			if errors.Is(err, ErrStopEvents) {
+				return errFollowDone
 			}
-			event, data = "", data[:0]
-			continue
+			return err
 		}
-		if strings.HasPrefix(line, ":") {
-			continue // the server's keep-alive
-		}
-		field, value, _ := strings.Cut(line, ":")
-		value = strings.TrimPrefix(value, " ")
-		switch field {
-		case "event":
-			event = value
-		case "data":
-			if len(data) > 0 {
-				data = append(data, '\n')
-			}
-			data = append(data, value...)
-		}
-	}
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("%w: %v", ErrSlotStreamEnded, err)
-	}
-	return ErrSlotStreamEnded
+		return nil
+	})
 }
