@@ -248,26 +248,29 @@ func follow(ctx context.Context, c *client.Client, st *api.PullStatus, v *view, 
 	}
 }
 
-// streamEvents feeds the pull's statuses to out until the final one. A
-// stream cut short (hal0-apid restarted, which socket activation makes
-// routine) is opened again a few times with growing pauses; an answer
-// from the API itself, such as "no such job", is final.
+// streamEvents feeds the pull's statuses to out until the final one.
 func streamEvents(ctx context.Context, c *client.Client, id string, out chan<- *api.PullStatus) error {
+	return reconnecting(ctx, func(got *bool) error {
+		return c.Events(ctx, id, func(s *api.PullStatus) error { return send(ctx, out, s, got) })
+	})
+}
+
+// reconnecting runs follow, an event stream, until it ends. A stream cut
+// short (hal0-apid restarted, which socket activation makes routine) is
+// opened again a few times with growing pauses, the count starting over
+// whenever an event got through (*got); an answer from the API itself,
+// such as "no such job", is final.
+func reconnecting(ctx context.Context, follow func(got *bool) error) error {
 	const maxFailures = 5
 	failures := 0
 	for {
 		got := false
-		err := c.Events(ctx, id, func(s *api.PullStatus) error {
-			got = true
-			select {
-			case out <- s:
-				return nil
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		})
-		if err == nil || ctx.Err() != nil {
-			return err
+		err := follow(&got)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
 		var ae *api.Error
 		if errors.As(err, &ae) {
@@ -287,6 +290,17 @@ func streamEvents(ctx context.Context, c *client.Client, id string, out chan<- *
 			t.Stop()
 			return ctx.Err()
 		}
+	}
+}
+
+// send passes v on to out, noting in *got that an event got through.
+func send[T any](ctx context.Context, out chan<- T, v T, got *bool) error {
+	*got = true
+	select {
+	case out <- v:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 

@@ -429,46 +429,12 @@ func followSlot(ctx context.Context, c *client.Client, first *api.Slot, id strin
 	}
 }
 
-// streamSlot feeds the slot's views to out. A stream cut short
-// (hal0-apid restarted, which socket activation makes routine) is opened
-// again a few times with growing pauses; an answer from the API itself,
-// such as "no such slot", is final.
+// streamSlot feeds the slot's views to out, reconnecting as
+// streamEvents does.
 func streamSlot(ctx context.Context, c *client.Client, name string, out chan<- *api.Slot) error {
-	const maxFailures = 5
-	failures := 0
-	for {
-		got := false
-		err := c.SlotEvents(ctx, name, func(s *api.Slot) error {
-			got = true
-			select {
-			case out <- s:
-				return nil
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		})
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		var ae *api.Error
-		if errors.As(err, &ae) {
-			return err
-		}
-		if got {
-			failures = 0
-		}
-		failures++
-		if failures > maxFailures {
-			return err
-		}
-		t := time.NewTimer(time.Duration(1<<failures) * 100 * time.Millisecond)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		}
-	}
+	return reconnecting(ctx, func(got *bool) error {
+		return c.SlotEvents(ctx, name, func(s *api.Slot) error { return send(ctx, out, s, got) })
+	})
 }
 
 func slotLogs(fs *flag.FlagSet) func(context.Context, []string) error {
