@@ -1,15 +1,13 @@
 package apid
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
-	"syscall"
 	"testing"
+
+	"github.com/hal0ai/hal0/internal/livesystemd"
 )
 
 // bins are the binaries the tests run: hal0-apid and hal0-pull (inside the
@@ -32,7 +30,7 @@ func TestMain(m *testing.M) {
 }
 
 func testMain(m *testing.M) int {
-	dir, err := scratchRoot()
+	dir, err := livesystemd.ScratchRoot(scratchPrefix)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "apid tests:", err)
 		return 1
@@ -50,40 +48,4 @@ func testMain(m *testing.M) int {
 	bins.pull = filepath.Join(binDir, "hal0-pull")
 	bins.load = filepath.Join(binDir, "apiload")
 	return m.Run()
-}
-
-// scratchRoot is under /var/lib when we may write there (root, i.e. when
-// the live tests can run): the units under test have PrivateTmp=, which
-// hides /tmp and /var/tmp, and the namespace mounts a tmpfs on /tmp and
-// /run. Elsewhere the live tests skip, and the temp dir does.
-func scratchRoot() (string, error) {
-	if os.Geteuid() != 0 {
-		return os.MkdirTemp("", scratchPrefix)
-	}
-	sweepStale()
-	dir, err := os.MkdirTemp("/var/lib", scratchPrefix+strconv.Itoa(os.Getpid())+"-")
-	if err != nil {
-		return "", err
-	}
-	// The units run as root in the tests, but keep the tree traversable
-	// for whoever runs them otherwise.
-	return dir, os.Chmod(dir, 0o755)
-}
-
-// sweepStale removes scratch roots of test binaries that died without
-// cleaning up (SIGKILL, a timeout panic). A root whose owner still runs is
-// left alone.
-func sweepStale() {
-	matches, _ := filepath.Glob(filepath.Join("/var/lib", scratchPrefix+"*"))
-	for _, dir := range matches {
-		pidStr, _, ok := strings.Cut(strings.TrimPrefix(filepath.Base(dir), scratchPrefix), "-")
-		pid, err := strconv.Atoi(pidStr)
-		if !ok || err != nil || pid <= 0 {
-			continue
-		}
-		if err := syscall.Kill(pid, 0); err == nil || errors.Is(err, syscall.EPERM) {
-			continue
-		}
-		os.RemoveAll(dir)
-	}
 }

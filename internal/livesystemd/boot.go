@@ -475,14 +475,8 @@ if [ -d "$1/$2" ]; then find "$1/$2" -depth -type d -exec rmdir {} +; fi`
 func sweepStale(t testing.TB) {
 	matches, _ := filepath.Glob(filepath.Join(scratchParent, scratchPrefix+"*"))
 	for _, dir := range matches {
-		rest := strings.TrimPrefix(filepath.Base(dir), scratchPrefix)
-		pidStr, _, ok := strings.Cut(rest, "-")
-		pid, err := strconv.Atoi(pidStr)
-		if !ok || err != nil || pid <= 0 {
+		if !ownerGone(dir, scratchPrefix) {
 			continue
-		}
-		if err := syscall.Kill(pid, 0); err == nil || errors.Is(err, syscall.EPERM) {
-			continue // owner alive (or pid reused): not ours to judge
 		}
 		if err := removeCgroup(filepath.Join(dir, stateDir), filepath.Base(dir)); err != nil {
 			t.Logf("livesystemd: leaving stale %s: %v", dir, err)
@@ -492,4 +486,42 @@ func sweepStale(t testing.TB) {
 			t.Logf("livesystemd: removed stale %s", dir)
 		}
 	}
+}
+
+// ownerGone reports whether dir, named prefix<pid>-…, belongs to a process
+// that no longer runs. A live owner (or a reused pid) is not ours to
+// judge, nor is a name without a pid.
+func ownerGone(dir, prefix string) bool {
+	pidStr, _, ok := strings.Cut(strings.TrimPrefix(filepath.Base(dir), prefix), "-")
+	pid, err := strconv.Atoi(pidStr)
+	if !ok || err != nil || pid <= 0 {
+		return false
+	}
+	err = syscall.Kill(pid, 0)
+	return err != nil && !errors.Is(err, syscall.EPERM)
+}
+
+// ScratchRoot makes a test binary's directory for binaries and state that
+// units under test use: under /var/lib when root (the live tests can run
+// then, and the units' PrivateTmp= hides /tmp and /var/tmp), with the
+// roots of test binaries that died without cleaning up removed first;
+// else a temporary directory, since the live tests skip anyway. The
+// caller removes it.
+func ScratchRoot(prefix string) (string, error) {
+	if os.Geteuid() != 0 {
+		return os.MkdirTemp("", prefix)
+	}
+	matches, _ := filepath.Glob(filepath.Join("/var/lib", prefix+"*"))
+	for _, dir := range matches {
+		if ownerGone(dir, prefix) {
+			os.RemoveAll(dir)
+		}
+	}
+	dir, err := os.MkdirTemp("/var/lib", prefix+strconv.Itoa(os.Getpid())+"-")
+	if err != nil {
+		return "", err
+	}
+	// The units run as root in the tests, but keep the tree traversable
+	// for whoever runs them otherwise.
+	return dir, os.Chmod(dir, 0o755)
 }

@@ -1,17 +1,14 @@
 package slotd
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/hal0ai/hal0/internal/flm/flmtest"
+	"github.com/hal0ai/hal0/internal/livesystemd"
 )
 
 // bins are what the live tests run in the private systemd: hal0-slotd
@@ -33,7 +30,7 @@ const scratchPrefix = "hal0-slotdtest-"
 func TestMain(m *testing.M) { os.Exit(testMain(m)) }
 
 func testMain(m *testing.M) int {
-	dir, err := scratchRoot()
+	dir, err := livesystemd.ScratchRoot(scratchPrefix)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "slotd tests:", err)
 		return 1
@@ -60,35 +57,4 @@ func testMain(m *testing.M) int {
 		return 1
 	}
 	return m.Run()
-}
-
-// scratchRoot is under /var/lib when we may write there (root, i.e. when
-// the live tests can run), else a temporary directory: then the live
-// tests skip anyway.
-func scratchRoot() (string, error) {
-	if os.Geteuid() != 0 {
-		return os.MkdirTemp("", scratchPrefix)
-	}
-	sweepStale()
-	dir, err := os.MkdirTemp("/var/lib", scratchPrefix+strconv.Itoa(os.Getpid())+"-")
-	if err != nil {
-		return "", err
-	}
-	return dir, os.Chmod(dir, 0o755)
-}
-
-// sweepStale removes scratch roots of test binaries that are gone.
-func sweepStale() {
-	matches, _ := filepath.Glob(filepath.Join("/var/lib", scratchPrefix+"*"))
-	for _, dir := range matches {
-		pidStr, _, ok := strings.Cut(strings.TrimPrefix(filepath.Base(dir), scratchPrefix), "-")
-		pid, err := strconv.Atoi(pidStr)
-		if !ok || err != nil || pid <= 0 {
-			continue
-		}
-		if err := syscall.Kill(pid, 0); err == nil || errors.Is(err, syscall.EPERM) {
-			continue
-		}
-		os.RemoveAll(dir)
-	}
 }

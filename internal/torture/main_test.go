@@ -1,17 +1,15 @@
 package torture
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hal0ai/hal0/internal/livesystemd"
 )
 
 // bins are the real binaries under test, built once by TestMain into a
@@ -45,7 +43,7 @@ func testMain(m *testing.M) int {
 		}
 		soakFor = d
 	}
-	dir, err := scratchRoot()
+	dir, err := livesystemd.ScratchRoot(scratchPrefix)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "torture:", err)
 		return 1
@@ -79,37 +77,6 @@ func testMain(m *testing.M) int {
 		flag.Set("test.parallel", "8")
 	}
 	return m.Run()
-}
-
-// scratchRoot is under /var/lib when root (the live tests' units see it),
-// else a temporary directory.
-func scratchRoot() (string, error) {
-	if os.Geteuid() != 0 {
-		return os.MkdirTemp("", scratchPrefix)
-	}
-	sweepStale()
-	dir, err := os.MkdirTemp("/var/lib", scratchPrefix+strconv.Itoa(os.Getpid())+"-")
-	if err != nil {
-		return "", err
-	}
-	return dir, os.Chmod(dir, 0o755)
-}
-
-// sweepStale removes scratch roots of test binaries that died without
-// cleaning up.
-func sweepStale() {
-	matches, _ := filepath.Glob(filepath.Join("/var/lib", scratchPrefix+"*"))
-	for _, dir := range matches {
-		pidStr, _, ok := strings.Cut(strings.TrimPrefix(filepath.Base(dir), scratchPrefix), "-")
-		pid, err := strconv.Atoi(pidStr)
-		if !ok || err != nil || pid <= 0 {
-			continue
-		}
-		if err := syscall.Kill(pid, 0); err == nil || errors.Is(err, syscall.EPERM) {
-			continue
-		}
-		os.RemoveAll(dir)
-	}
 }
 
 // pick returns the full-mode value under HAL0_TORTURE=full, else short.
