@@ -104,19 +104,19 @@ func (e *liveEnv) units(t testing.TB) map[string]string {
 	t.Helper()
 	env := fmt.Sprintf("Environment=HAL0_HOME=%s HF_ENDPOINT=%s HAL0_DISK_RESERVE=0 HAL0_PULL_CHUNK_SIZE=1MiB", e.home, e.hub.URL)
 	return map[string]string{
-		apidSocket: substitute(t, "../../units/"+apidSocket, map[string]string{
+		apidSocket: livesystemd.Substitute(t, "../../units/"+apidSocket, map[string]string{
 			"ListenStream=/run/hal0/api.sock": "ListenStream=" + e.sock,
 			"ListenStream=127.0.0.1:8080":     "ListenStream=" + e.tcp,
 			"SocketGroup=hal0":                "",
 		}),
-		apidService: substitute(t, "../../units/"+apidService, map[string]string{
+		apidService: livesystemd.Substitute(t, "../../units/"+apidService, map[string]string{
 			"ExecStart=/usr/lib/hal0/current/bin/hal0-apid --runner=systemd": "ExecStart=" + bins.apid + " --runner=systemd",
 			"User=hal0":  "",
 			"Group=hal0": "",
 			"ReadWritePaths=/var/lib/hal0 -/mnt/ai-models": "ReadWritePaths=" + e.home,
 			"[Service]": "[Service]\n" + env,
 		}),
-		"hal0-pull@.service": substitute(t, "../../units/hal0-pull@.service", map[string]string{
+		"hal0-pull@.service": livesystemd.Substitute(t, "../../units/hal0-pull@.service", map[string]string{
 			"ExecStart=/usr/lib/hal0/current/bin/hal0-pull --runner=systemd -- %I": "ExecStart=" + bins.pull + " --runner=systemd -- %I",
 			"User=hal0":  "",
 			"Group=hal0": "",
@@ -124,30 +124,6 @@ func (e *liveEnv) units(t testing.TB) map[string]string {
 			"EnvironmentFile=-/etc/hal0/pull.env":         env,
 		}),
 	}
-}
-
-// substitute replaces whole lines of the unit file at path: each key must
-// be exactly one line of the file.
-func substitute(t testing.TB, path string, repl map[string]string) string {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lines := strings.Split(string(b), "\n")
-	for old, new := range repl {
-		n := 0
-		for i, l := range lines {
-			if l == old {
-				lines[i] = new
-				n++
-			}
-		}
-		if n != 1 {
-			t.Fatalf("%s: %d lines %q, want exactly one; update the test's substitutions", path, n, old)
-		}
-	}
-	return strings.Join(lines, "\n")
 }
 
 func writeFile(t testing.TB, path, content string) {

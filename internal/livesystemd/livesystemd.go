@@ -404,3 +404,29 @@ func signalProcess(p *os.Process, sig syscall.Signal) {
 		_ = p.Signal(sig)
 	}
 }
+
+// Substitute returns the unit file at path with whole lines replaced, for
+// running a shipped unit with a test's paths: each key of repl must be
+// exactly one line of the file, so a test cannot drift from the unit it
+// claims to run.
+func Substitute(t testing.TB, path string, repl map[string]string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(b), "\n")
+	for old, new := range repl {
+		n := 0
+		for i, l := range lines {
+			if l == old {
+				lines[i] = new
+				n++
+			}
+		}
+		if n != 1 {
+			t.Fatalf("%s: %d lines %q, want exactly one; update the test's substitutions", path, n, old)
+		}
+	}
+	return strings.Join(lines, "\n")
+}

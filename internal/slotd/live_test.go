@@ -148,15 +148,15 @@ func (e *env) units() map[string]string {
 	home := "Environment=HAL0_HOME=" + e.home + e.unitEnv
 	cache := filepath.Join(e.home, "cache", "slot-%I")
 	return map[string]string{
-		"hal0.slice": substitute(t, "../../units/hal0.slice", nil),
-		slotdUnit: substitute(t, "../../units/hal0-slotd.service", map[string]string{
+		"hal0.slice": livesystemd.Substitute(t, "../../units/hal0.slice", nil),
+		slotdUnit: livesystemd.Substitute(t, "../../units/hal0-slotd.service", map[string]string{
 			"ExecStart=/usr/lib/hal0/current/bin/hal0-slotd": "ExecStart=" + bins.slotd,
 			"User=hal0":                    "",
 			"Group=hal0":                   "",
 			"ReadWritePaths=/var/lib/hal0": "ReadWritePaths=" + e.home,
 			"[Service]":                    "[Service]\n" + home,
 		}),
-		"hal0-slot@.service": substitute(t, "../../units/hal0-slot@.service", map[string]string{
+		"hal0-slot@.service": livesystemd.Substitute(t, "../../units/hal0-slot@.service", map[string]string{
 			"ExecStart=/usr/lib/hal0/current/bin/hal0-slotd run-slot %I": "ExecStart=" + bins.slotd + " run-slot %I",
 			"User=hal0":                   "",
 			"Group=hal0":                  "",
@@ -164,7 +164,7 @@ func (e *env) units() map[string]string {
 			"Environment=HOME=%C/hal0/slot-%I XDG_CACHE_HOME=%C/hal0/slot-%I": "Environment=HOME=" + cache + " XDG_CACHE_HOME=" + cache,
 			"[Service]": "[Service]\n" + home,
 		}),
-		"hal0-pull@.service": substitute(t, "../../units/hal0-pull@.service", map[string]string{
+		"hal0-pull@.service": livesystemd.Substitute(t, "../../units/hal0-pull@.service", map[string]string{
 			"ExecStart=/usr/lib/hal0/current/bin/hal0-pull --runner=systemd -- %I": "ExecStart=" + bins.pull + " --runner=systemd -- %I",
 			"User=hal0":  "",
 			"Group=hal0": "",
@@ -175,30 +175,6 @@ func (e *env) units() map[string]string {
 				" HAL0_DISK_RESERVE=0 HAL0_PULL_CHUNK_SIZE=1MiB HAL0_STALL_TIMEOUT=1s",
 		}),
 	}
-}
-
-// substitute replaces whole lines of the unit file at path: each key must
-// be exactly one line of the file.
-func substitute(t *testing.T, path string, repl map[string]string) string {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lines := strings.Split(string(b), "\n")
-	for old, new := range repl {
-		n := 0
-		for i, l := range lines {
-			if l == old {
-				lines[i] = new
-				n++
-			}
-		}
-		if n != 1 {
-			t.Fatalf("%s: %d lines %q, want exactly one; update the test's substitutions", path, n, old)
-		}
-	}
-	return strings.Join(lines, "\n")
 }
 
 func writeFile(t *testing.T, path, content string) {

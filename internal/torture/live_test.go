@@ -198,28 +198,10 @@ const polkitRule = `polkit.addRule(function(action, subject) {
 });
 `
 
-// substitute replaces whole lines of a shipped unit file; each key must
-// be exactly one line of it, so the test cannot drift from the file.
+// substitute is livesystemd.Substitute on a shipped unit named unit.
 func substitute(t testing.TB, unit string, repl map[string]string) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "..", "units", unit))
-	if err != nil {
-		t.Fatal(err)
-	}
-	lines := strings.Split(string(b), "\n")
-	for old, new := range repl {
-		n := 0
-		for i, l := range lines {
-			if l == old {
-				lines[i] = new
-				n++
-			}
-		}
-		if n != 1 {
-			t.Fatalf("%s: %d lines %q, want exactly one; update the test's substitutions", unit, n, old)
-		}
-	}
-	return strings.Join(lines, "\n")
+	return livesystemd.Substitute(t, filepath.Join("..", "..", "units", unit), repl)
 }
 
 func (e *liveStack) ctx(t testing.TB) context.Context {
