@@ -96,13 +96,14 @@ func pullRef(repo, commit, path string) string { return repo + "@" + commit + "/
 // jobForFile returns a running job that has pinned path of repo at
 // commit, starting a pull of that file when none has. It waits (until
 // deadline) for jobs of the repo that are still resolving, which may well
-// bring the file, before it starts one of its own.
-func (p *pullThrough) jobForFile(ctx context.Context, repo, commit, path string, deadline time.Time) (*jobs.Job, *jobs.PinnedFile, error) {
+// bring the file, before it starts one of its own. installed reports
+// whether the store has the file now.
+func (p *pullThrough) jobForFile(ctx context.Context, repo, commit, path string, deadline time.Time, installed func() bool) (*jobs.Job, *jobs.PinnedFile, error) {
 	want := pullRef(repo, commit, path)
 	dead := map[string]bool{} // jobs found ended this call
 	started := ""
 	for round := 0; round < 8; round++ {
-		j, pf, resolving, err := p.findOrStart(ctx, repo, commit, path, want, dead, &started)
+		j, pf, resolving, err := p.findOrStart(ctx, repo, commit, path, want, dead, &started, installed)
 		if j != nil || err != nil {
 			return j, pf, err
 		}
@@ -126,7 +127,7 @@ func (p *pullThrough) jobForFile(ctx context.Context, repo, commit, path string,
 // findOrStart is one round of jobForFile: the running job that pinned the
 // file, or else the job to wait for (one of the repo that is resolving,
 // or a new one started for the file).
-func (p *pullThrough) findOrStart(ctx context.Context, repo, commit, path, want string, dead map[string]bool, started *string) (*jobs.Job, *jobs.PinnedFile, *jobs.Job, error) {
+func (p *pullThrough) findOrStart(ctx context.Context, repo, commit, path, want string, dead map[string]bool, started *string, installed func() bool) (*jobs.Job, *jobs.PinnedFile, *jobs.Job, error) {
 	mu := p.startLock(repo)
 	mu.Lock()
 	defer mu.Unlock()
@@ -175,6 +176,13 @@ func (p *pullThrough) findOrStart(ctx context.Context, repo, commit, path, want 
 			return nil, nil, nil, err
 		}
 		return nil, nil, nil, p.ended(want, j)
+	}
+	// The request looked the file up before it came here; a job that
+	// ended since then may have installed it. Jobs install before their
+	// record says they ended, and no job of the repo is active now, so
+	// the store is the answer: another pull would fetch the file twice.
+	if installed() {
+		return nil, nil, nil, errLookAgain
 	}
 	if err := p.recentFailure(ctx, want); err != nil {
 		return nil, nil, nil, err
@@ -315,7 +323,7 @@ func definite(err error) bool {
 func (h *Handler) serveFromPull(w http.ResponseWriter, r *http.Request, repo, commit string, f *file, raw bool) (again bool) {
 	ctx := r.Context()
 	deadline := time.Now().Add(h.opts.PullWait)
-	j, pf, err := h.pt.jobForFile(ctx, repo, commit, f.path, deadline)
+	j, pf, err := h.pt.jobForFile(ctx, repo, commit, f.path, deadline, func() bool { return h.installedAs(repo, commit, f) })
 	switch {
 	case errors.Is(err, errLookAgain):
 		return true

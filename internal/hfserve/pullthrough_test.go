@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -689,5 +690,45 @@ func TestPullThroughConcurrentFirstRequests(t *testing.T) {
 	}
 	if s := b.up.started(); len(s) != 1 {
 		t.Errorf("pulls started: %v, want one for the set", s)
+	}
+}
+
+// TestPullThroughNoSecondPullAfterInstall: a request that looked a file up
+// before a pull installed it, and reaches the job lookup only after that
+// pull ended, serves the installed file instead of pulling it again. (This
+// is the window TestPullThroughConcurrentFirstRequests hits by chance;
+// here it is made to happen.)
+func TestPullThroughNoSecondPullAfterInstall(t *testing.T) {
+	hub := upstream(t)
+	files := ptRepo(hub)
+	b := newPTBox(t, hub, Options{})
+	ctx := context.Background()
+	_, stale, ok := b.h.lookupUpstream(ctx, httptest.NewRecorder(), "org/pt", "main")
+	if !ok {
+		t.Fatal("no listing")
+	}
+	f := stale.files[files[0].Path]
+	if f == nil || len(f.copies) != 0 {
+		t.Fatalf("before the pull, %s should be listed and not installed: %+v", files[0].Path, f)
+	}
+	// The first request pulls the file and installs it.
+	resp, body := do(t, "GET", b.url+"/org/pt/resolve/main/"+files[0].Path, nil, "")
+	if resp.StatusCode != 200 || !bytes.Equal(body, files[0].Data) {
+		t.Fatalf("first request: %d, %d bytes", resp.StatusCode, len(body))
+	}
+	b.up.waitJob(t, b.up.onlyJob(t).ID)
+	hub.ResetStats()
+
+	// A request holding the listing from before the install.
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest("GET", b.url+"/org/pt/resolve/main/"+files[0].Path, nil)
+	if again := b.h.serveFromPull(rec, req, "org/pt", stale.commit, f, false); !again {
+		t.Fatalf("a request with a stale listing did not look the file up again: %d %s", rec.Code, rec.Body)
+	}
+	if s := b.up.started(); len(s) != 1 {
+		t.Errorf("pulls started: %v, want the first one only", s)
+	}
+	if got := hub.Stats().Bytes; got != 0 {
+		t.Errorf("hub served %d more bytes after the set was installed", got)
 	}
 }

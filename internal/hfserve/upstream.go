@@ -209,7 +209,7 @@ func (c *listing) view(idx *index, repo string, logf func(string, ...any)) *snap
 		}
 		if local != nil {
 			if have := local.files[f.path]; have != nil {
-				if have.size == f.size && have.blobID == f.blobID && (!f.lfs || have.sha256 == f.sha256) {
+				if sameContent(have, f) {
 					f.copies = have.copies
 				} else {
 					logf("hfserve: installed %s of %s@%s differs from upstream's listing; pulling it again when asked", f.path, repo, c.up.Commit[:12])
@@ -221,6 +221,28 @@ func (c *listing) view(idx *index, repo string, logf func(string, ...any)) *snap
 	s.build()
 	c.merged, c.idx = s, idx
 	return s
+}
+
+// sameContent reports whether an installed file has the content that
+// upstream lists as f.
+func sameContent(have, f *file) bool {
+	return have.size == f.size && have.blobID == f.blobID && (!f.lfs || have.sha256 == f.sha256)
+}
+
+// installedAs reports whether the store now holds path of repo at commit
+// with the content f lists: a pull that ended after the request looked
+// the file up may have installed it.
+func (h *Handler) installedAs(repo, commit string, f *file) bool {
+	idx, err := h.index()
+	if err != nil {
+		return false // the lookup that follows reports it
+	}
+	ri := idx.repos[repo]
+	if ri == nil || ri.commits[commit] == nil {
+		return false
+	}
+	have := ri.commits[commit].files[f.path]
+	return have != nil && len(have.copies) > 0 && sameContent(have, f)
 }
 
 func upstreamToRegistry(uf UpstreamFile) registry.File {
