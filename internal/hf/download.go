@@ -21,6 +21,14 @@ func (c *Client) ResolveURL(repo, commit, path string) string {
 	return fmt.Sprintf("%s/%s/resolve/%s/%s", c.Endpoint, repo, url.PathEscape(commit), strings.Join(segs, "/"))
 }
 
+// HeaderPullThrough marks a response that a hal0 box streams from a pull
+// of its own (pull-through): bytes arrive as the box downloads them from
+// its upstream, the last byte only once the whole file verified, and the
+// box cuts the connection if its pull fails. Silence on such a response
+// is the box's upstream being slow, not the connection being dead, so a
+// downloader should not restart it after its usual stall timeout.
+const HeaderPullThrough = "X-Hal0-Pull-Through"
+
 // Range asks for bytes [Start, End] of a file; End < 0 means to the end.
 type Range struct{ Start, End int64 }
 

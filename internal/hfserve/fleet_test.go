@@ -5,10 +5,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -212,5 +214,84 @@ func TestPullThroughFleet(t *testing.T) {
 		if fileSHA(t, filepath.Join(regA.List()[0].Dir, f.Path)) != want[f.Path].SHA256 {
 			t.Errorf("box A: %s differs from upstream", f.Path)
 		}
+	}
+}
+
+// TestPullThroughFleetWaitsOutUpstream: box B pulls from box A while A's
+// own download from the hub (started by a plain client) is held silent
+// for ten times B's stall timeout. A marks its streamed responses (hf.HeaderPullThrough), so B
+// waits for A instead of restarting its ranges until it gives up; B
+// completes with the right bytes once A's upstream resumes, without a
+// single stalled range, and the hub sends each byte once.
+func TestPullThroughFleetWaitsOutUpstream(t *testing.T) {
+	hub := upstream(t)
+	a := newPTBox(t, hub, Options{})
+	const shard = "Q8_0/m-Q8_0-00001-of-00002.gguf"
+	hold, held := make(chan struct{}), make(chan struct{})
+	hub.AddFault(hubtest.Fault{Repo: "demo/m", Path: shard, Where: "cdn", Times: 1, StallAt: 2 << 20, Hold: hold, Held: held})
+	release := sync.OnceFunc(func() { close(hold) })
+	defer release()
+	// A plain client starts A's pull, so that B's requests find it
+	// pinned and A answers them at once.
+	first := get(t, a.url+"/demo/m/resolve/main/"+shard, nil)
+	<-held
+	_, engB := box(t, a.url)
+	// Without the marker, 4 attempts of 300 ms of silence end B's pull
+	// in about a second.
+	engB.StallTimeout = 300 * time.Millisecond
+	var mu sync.Mutex
+	var logB []string
+	engB.Logf = func(format string, args ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		logB = append(logB, fmt.Sprintf(format, args...))
+	}
+	done := make(chan error, 1)
+	var m *registry.Model
+	go func() {
+		var err error
+		m, err = engB.Pull(context.Background(), pull.Request{Ref: ref.MustParse("demo/m:Q8_0")})
+		done <- err
+	}()
+	// The scenario: A's upstream stays silent for 10x B's stall timeout
+	// (the hold's length is what is tested, not a wait for an event).
+	select {
+	case err := <-done:
+		t.Fatalf("B's pull ended while A's upstream was silent: %v", err)
+	case <-time.After(10 * engB.StallTimeout):
+	}
+	release()
+	if err := <-done; err != nil {
+		t.Fatalf("B's pull: %v", err)
+	}
+	want := map[string]hubtest.File{}
+	for _, f := range hub.Repo("demo/m").Files {
+		want[f.Path] = f
+	}
+	if body, err := io.ReadAll(first.Body); err != nil || !bytes.Equal(body, want[shard].Data) {
+		t.Errorf("plain client: %d bytes, %v", len(body), err)
+	}
+	if len(m.Files) != 2 {
+		t.Fatalf("box B: %+v", m.Files)
+	}
+	for _, f := range m.Files {
+		if fileSHA(t, filepath.Join(m.Dir, f.Path)) != want[f.Path].SHA256 {
+			t.Errorf("box B: %s differs from upstream", f.Path)
+		}
+		if got := hub.Stats().File("demo/m", f.Path).Bytes; got != f.Size {
+			t.Errorf("hub sent %d bytes of %s for %d", got, f.Path, f.Size)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	waited := false
+	for _, l := range logB {
+		if strings.Contains(l, "stalled") || strings.Contains(l, "no response") {
+			t.Errorf("B restarted a range: %s", l)
+		}
+		waited = waited || strings.Contains(l, shard+": the source is pulling it from its upstream")
+	}
+	if !waited {
+		t.Errorf("B did not say it waits for A's upstream; its log:\n%s", strings.Join(logB, "\n"))
 	}
 }

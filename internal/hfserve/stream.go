@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hal0ai/hal0/internal/hf"
 	"github.com/hal0ai/hal0/internal/jobs"
 	"github.com/hal0ai/hal0/internal/pull"
 )
@@ -397,12 +398,16 @@ func (h *Handler) streamFromJob(w http.ResponseWriter, r *http.Request, j *jobs.
 		w.WriteHeader(http.StatusNotModified)
 		return false
 	}
+	// Tells a hal0 downloading from this box that a silent stretch is
+	// the upstream's (and that a failed pull cuts the connection), so it
+	// waits instead of restarting its ranges; see hf.HeaderPullThrough.
+	hdr.Set(hf.HeaderPullThrough, "streaming")
 	a, b, partial, ok := parseRange(r.Header.Get("Range"), f.size)
 	if ir := r.Header.Get("If-Range"); ir != "" && ir != etag {
 		a, b, partial, ok = 0, f.size-1, false, true
 	}
 	if !ok {
-		for _, k := range []string{"ETag", "X-Linked-Etag", "X-Linked-Size", "Content-Disposition"} {
+		for _, k := range []string{"ETag", "X-Linked-Etag", "X-Linked-Size", "Content-Disposition", hf.HeaderPullThrough} {
 			hdr.Del(k)
 		}
 		hdr.Set("Content-Range", "bytes */"+strconv.FormatInt(f.size, 10))

@@ -27,11 +27,12 @@ type fileDL struct {
 	p       *partial
 	resolve string // the hub's resolve URL for this file at the pinned commit
 
-	cdnURL     atomic.Pointer[string] // presigned URL learnt from a redirect
-	sequential atomic.Bool            // the server ignores Range: one stream writes the file
-	notify     chan struct{}          // wakes the hasher when bytes land
-	nextChunk  atomic.Int64
-	received   atomic.Int64 // bytes read from the network for this file
+	cdnURL      atomic.Pointer[string] // presigned URL learnt from a redirect
+	sequential  atomic.Bool            // the server ignores Range: one stream writes the file
+	pullThrough atomic.Bool            // logged that the source streams from its own pull
+	notify      chan struct{}          // wakes the hasher when bytes land
+	nextChunk   atomic.Int64
+	received    atomic.Int64 // bytes read from the network for this file
 }
 
 func (d *fileDL) wake() {
@@ -179,6 +180,12 @@ var errExpired = errors.New("download URL expired")
 // errStalled is the cause set when the watchdog cancels a silent request.
 var errStalled = errors.New("stalled")
 
+// pullThroughStall is the stall limit on a response streamed from another
+// hal0's pull (hf.HeaderPullThrough): its silences last as long as its
+// upstream's, and it cuts the connection itself when its pull fails. TCP
+// keepalive notices a vanished box sooner; this bounds the rest.
+const pullThroughStall = 10 * time.Minute
+
 // fetch performs one request for bytes [pos, end) of chunk k and writes what
 // arrives. It returns how many bytes it wrote.
 func (d *fileDL) fetch(ctx context.Context, k int, pos, end int64) (int64, error) {
@@ -212,6 +219,19 @@ func (d *fileDL) fetch(ctx context.Context, k int, pos, end int64) (int64, error
 		return 0, err
 	}
 	defer body.Resp.Body.Close()
+	if body.Resp.Header.Get(hf.HeaderPullThrough) != "" {
+		// Another hal0 streams this file from its own pull: it sends
+		// bytes as its upstream delivers them, holds each response's
+		// last byte until the whole file verified, and cuts the
+		// connection if its pull fails. Restarting the range after
+		// StallTimeout of silence would only fail this pull while that
+		// one goes on; the long limit still catches a box that vanished.
+		stall = max(stall, pullThroughStall)
+		timer.Reset(stall)
+		if d.pullThrough.CompareAndSwap(false, true) {
+			d.e.logf("%s: the source is pulling it from its upstream; waiting up to %v for its bytes instead of %v", d.entry.Path, stall, d.e.StallTimeout)
+		}
+	}
 	if body.URL != d.resolve && !fromCDN {
 		u := body.URL
 		d.cdnURL.Store(&u)
@@ -226,12 +246,12 @@ func (d *fileDL) fetch(ctx context.Context, k int, pos, end int64) (int64, error
 			return 0, nil
 		}
 		d.e.logf("%s: server ignores Range requests; downloading it as one stream", d.entry.Path)
-		return d.stream(rctx, cancel, timer, body, 0, p.size, -1)
+		return d.stream(rctx, timer, stall, body, 0, p.size, -1)
 	}
 	if body.Full {
-		return d.stream(rctx, cancel, timer, body, 0, p.size, -1)
+		return d.stream(rctx, timer, stall, body, 0, p.size, -1)
 	}
-	return d.stream(rctx, cancel, timer, body, pos, end, k)
+	return d.stream(rctx, timer, stall, body, pos, end, k)
 }
 
 func expiredStatus(err error) bool {
@@ -248,7 +268,7 @@ func expiredStatus(err error) bool {
 // stream copies the body into the file at [from, to). k is the chunk when
 // the body is one chunk's range, or -1 when it is the whole file (then
 // counters of every chunk it passes are raised).
-func (d *fileDL) stream(ctx context.Context, cancel context.CancelCauseFunc, timer *time.Timer, body *hf.Body, from, to int64, k int) (int64, error) {
+func (d *fileDL) stream(ctx context.Context, timer *time.Timer, stall time.Duration, body *hf.Body, from, to int64, k int) (int64, error) {
 	p := d.p
 	bufp := d.e.bufs.Get().(*[]byte)
 	defer d.e.bufs.Put(bufp)
@@ -259,7 +279,7 @@ func (d *fileDL) stream(ctx context.Context, cancel context.CancelCauseFunc, tim
 		want := min(int64(len(buf)), to-pos)
 		n, rerr := io.ReadAtLeast(body.Resp.Body, buf[:want], int(min(want, 64<<10)))
 		if n > 0 {
-			timer.Reset(d.e.StallTimeout)
+			timer.Reset(stall)
 			d.received.Add(int64(n))
 			d.run.received.Add(int64(n))
 			if _, err := p.data.WriteAt(buf[:n], pos); err != nil {
@@ -281,7 +301,7 @@ func (d *fileDL) stream(ctx context.Context, cancel context.CancelCauseFunc, tim
 				break
 			}
 			if context.Cause(ctx) == errStalled {
-				return wrote, &hf.TransientError{Err: fmt.Errorf("stalled: no data for %v at byte %d", d.e.StallTimeout, pos)}
+				return wrote, &hf.TransientError{Err: fmt.Errorf("stalled: no data for %v at byte %d", stall, pos)}
 			}
 			if ctx.Err() != nil {
 				return wrote, context.Cause(ctx)
