@@ -287,52 +287,17 @@ func (s *Server) pullEvents(w http.ResponseWriter, r *http.Request, rf ref.Ref) 
 	if j == nil {
 		return
 	}
-	rc := http.NewResponseController(w)
-	startEventStream(w)
-	interval := s.EventInterval
-	if interval == 0 {
-		interval = 250 * time.Millisecond
-	}
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	ctx := r.Context()
-	var last []byte
-	lastWrite := time.Now()
 	id := j.ID
-	for {
+	s.pollEvents(w, r, "status", func(ctx context.Context) (key, data []byte, final, ok bool) {
 		cur, err := s.Jobs.Get(id)
 		if err != nil {
-			return
+			return nil, nil, false, false
 		}
 		st := s.merge(ctx, cur)
 		st.ElapsedS = 0 // keep unchanged states from looking new every tick
-		b, _ := json.Marshal(st)
-		if string(b) != string(last) {
-			st.ElapsedS = cur.Elapsed(s.now()).Seconds()
-			out, _ := json.Marshal(st)
-			rc.SetWriteDeadline(time.Now().Add(30 * time.Second))
-			if _, err := fmt.Fprintf(w, "event: status\ndata: %s\n\n", out); err != nil {
-				return
-			}
-			rc.Flush()
-			last, lastWrite = b, time.Now()
-			if st.Final() {
-				return
-			}
-		} else if time.Since(lastWrite) > 15*time.Second {
-			rc.SetWriteDeadline(time.Now().Add(30 * time.Second))
-			if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil {
-				return
-			}
-			rc.Flush()
-			lastWrite = time.Now()
-		}
-		select {
-		case <-tick.C:
-		case <-ctx.Done():
-			return
-		case <-s.closing:
-			return // shutting down; clients reconnect to the next apid
-		}
-	}
+		key, _ = json.Marshal(st)
+		st.ElapsedS = cur.Elapsed(s.now()).Seconds()
+		data, _ = json.Marshal(st)
+		return key, data, st.Final(), true
+	})
 }

@@ -61,16 +61,6 @@ func decodeBody(r *http.Request, v any) error {
 	return nil
 }
 
-// startEventStream sends the 200 and headers of a server-sent event
-// stream: not cached, and not buffered by a proxy in front of hal0-apid.
-func startEventStream(w http.ResponseWriter) {
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-}
-
 // compress encodes responses with zstd or gzip when the client accepts it.
 // Event streams (…/events, followed logs) and model files are left alone.
 func compress(next http.Handler) http.Handler {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"strconv"
 	"time"
@@ -103,8 +102,7 @@ func (s *Server) followLogs(w http.ResponseWriter, r *http.Request, jr LogReader
 			if err != nil {
 				return
 			}
-			rc.SetWriteDeadline(time.Now().Add(30 * time.Second))
-			if _, err := fmt.Fprintf(w, "id: %s\nevent: log\ndata: %s\n\n", e.Cursor, b); err != nil {
+			if err := writeEvent(w, rc, e.Cursor, "log", b); err != nil {
 				return
 			}
 			if len(entries) == 0 {

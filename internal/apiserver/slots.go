@@ -26,8 +26,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
-	"time"
 
 	"github.com/hal0ai/hal0/internal/api"
 	"github.com/hal0ai/hal0/internal/ref"
@@ -37,12 +35,6 @@ import (
 
 // SlotTemplate is the systemd template each slot runs under.
 const SlotTemplate = "hal0-slot@.service"
-
-// slotKeepAlive, when set (nanoseconds), replaces the 15 s a slot event
-// stream stays silent before a comment goes out to keep proxies from
-// closing it. Tests set it so as not to wait; it is atomic because the
-// handlers of an earlier test's server may still be reading it.
-var slotKeepAlive atomic.Int64
 
 // slotMu makes the check and the write of a request one step, so that the
 // request left in request.json is the one accepted last: "the newest
@@ -375,26 +367,11 @@ func (s *Server) slotEvents(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, api.Errorf(api.CodeSlotNotFound, http.StatusNotFound, "slot %s: %v", name, err))
 		return
 	}
-	rc := http.NewResponseController(w)
-	startEventStream(w)
-	interval := s.EventInterval
-	if interval == 0 {
-		interval = 250 * time.Millisecond
-	}
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	ctx := r.Context()
-	keepAlive := time.Duration(slotKeepAlive.Load())
-	if keepAlive <= 0 {
-		keepAlive = 15 * time.Second
-	}
-	var last []byte
-	lastWrite := time.Now()
-	for {
+	s.pollEvents(w, r, "slot", func(ctx context.Context) (key, data []byte, final, ok bool) {
 		b, err := os.ReadFile(file)
 		switch {
 		case errors.Is(err, os.ErrNotExist):
-			return // the slot was removed
+			return nil, nil, false, false // the slot was removed
 		case err != nil:
 			s.logf("slot %s: %v", name, err)
 		case !bytes.Equal(b, seen):
@@ -407,27 +384,6 @@ func (s *Server) slotEvents(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		out, _ := json.Marshal(s.slotView(ctx, c))
-		if !bytes.Equal(out, last) {
-			rc.SetWriteDeadline(time.Now().Add(30 * time.Second))
-			if _, err := fmt.Fprintf(w, "event: slot\ndata: %s\n\n", out); err != nil {
-				return
-			}
-			rc.Flush()
-			last, lastWrite = out, time.Now()
-		} else if time.Since(lastWrite) >= keepAlive {
-			rc.SetWriteDeadline(time.Now().Add(30 * time.Second))
-			if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil {
-				return
-			}
-			rc.Flush()
-			lastWrite = time.Now()
-		}
-		select {
-		case <-tick.C:
-		case <-ctx.Done():
-			return
-		case <-s.closing:
-			return // shutting down; clients reconnect to the next apid
-		}
-	}
+		return out, out, false, true
+	})
 }

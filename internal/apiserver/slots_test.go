@@ -541,8 +541,8 @@ func TestSlotEvents(t *testing.T) {
 }
 
 func TestSlotEventsKeepAliveAndDisconnect(t *testing.T) {
-	slotKeepAlive.Store(int64(20 * time.Millisecond))
-	t.Cleanup(func() { slotKeepAlive.Store(0) })
+	eventKeepAlive.Store(int64(20 * time.Millisecond))
+	t.Cleanup(func() { eventKeepAlive.Store(0) })
 	a := slotAPI(t)
 	ev := openSlotEvents(t, a, "npu")
 	var comments []string
