@@ -33,3 +33,11 @@ func connect(addr string) (*client.Client, *config.Config, error) {
 	}
 	return c, cfg, nil
 }
+
+// wantOne checks that a command got exactly one argument, what.
+func wantOne(args []string, what string) error {
+	if len(args) != 1 {
+		return api.Errorf(api.CodeBadRequest, 0, "want exactly one %s, got %d arguments", what, len(args))
+	}
+	return nil
+}

@@ -305,8 +305,8 @@ func catalogShow(fs *flag.FlagSet) func(context.Context, []string) error {
 	local := fs.Bool("local", false, "read the catalog file directly instead of asking hal0-apid")
 	apiAddr := apiFlag(fs)
 	return func(ctx context.Context, args []string) error {
-		if len(args) != 1 {
-			return api.Errorf(api.CodeBadRequest, 0, "want exactly one ID (org/name)")
+		if err := wantOne(args, "ID (org/name)"); err != nil {
+			return err
 		}
 		e, err := catalogEntry(ctx, args[0], *local, *apiAddr)
 		if err != nil {
@@ -372,8 +372,8 @@ func catalogImport(fs *flag.FlagSet) func(context.Context, []string) error {
 	asJSON := fs.Bool("json", false, "print the job as JSON")
 	apiAddr := apiFlag(fs)
 	return func(ctx context.Context, args []string) error {
-		if len(args) != 1 {
-			return api.Errorf(api.CodeBadRequest, 0, "want exactly one ID (org/name)")
+		if err := wantOne(args, "ID (org/name)"); err != nil {
+			return err
 		}
 		switch *format {
 		case "dir", "qcow2":

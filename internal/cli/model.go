@@ -58,8 +58,8 @@ func modelPull(fs *flag.FlagSet) func(context.Context, []string) error {
 	fs.Var(&include, "include", "only files matching this glob (repeatable)")
 	fs.Var(&exclude, "exclude", "skip files matching this glob (repeatable)")
 	return func(ctx context.Context, args []string) error {
-		if len(args) != 1 {
-			return api.Errorf(api.CodeBadRequest, 0, "want exactly one REF, got %d arguments", len(args))
+		if err := wantOne(args, "REF"); err != nil {
+			return err
 		}
 		rf, err := ref.Parse(args[0])
 		if err != nil {
@@ -242,8 +242,8 @@ func modelShow(fs *flag.FlagSet) func(context.Context, []string) error {
 	local := fs.Bool("local", false, "read the registry file directly instead of asking hal0-apid")
 	apiAddr := apiFlag(fs)
 	return func(ctx context.Context, args []string) error {
-		if len(args) != 1 {
-			return api.Errorf(api.CodeBadRequest, 0, "want exactly one model ID")
+		if err := wantOne(args, "model ID"); err != nil {
+			return err
 		}
 		var m *registry.Model
 		if *local {
@@ -283,8 +283,8 @@ func modelRm(fs *flag.FlagSet) func(context.Context, []string) error {
 	asJSON := fs.Bool("json", false, "print the removed entry as JSON")
 	apiAddr := apiFlag(fs)
 	return func(ctx context.Context, args []string) error {
-		if len(args) != 1 {
-			return api.Errorf(api.CodeBadRequest, 0, "want exactly one model ID")
+		if err := wantOne(args, "model ID"); err != nil {
+			return err
 		}
 		c, _, err := connect(*apiAddr)
 		if err != nil {

@@ -189,8 +189,8 @@ func pullCancel(fs *flag.FlagSet) func(context.Context, []string) error {
 	asJSON := fs.Bool("json", false, "print the job as JSON")
 	apiAddr := apiFlag(fs)
 	return func(ctx context.Context, args []string) error {
-		if len(args) != 1 {
-			return api.Errorf(api.CodeBadRequest, 0, "want exactly one REF")
+		if err := wantOne(args, "REF"); err != nil {
+			return err
 		}
 		c, _, err := connect(*apiAddr)
 		if err != nil {
@@ -227,8 +227,8 @@ func pullLogs(fs *flag.FlagSet) func(context.Context, []string) error {
 	asJSON := fs.Bool("json", false, "print journal entries as JSON, one a line (journalctl -o json)")
 	apiAddr := apiFlag(fs)
 	return func(ctx context.Context, args []string) error {
-		if len(args) != 1 {
-			return api.Errorf(api.CodeBadRequest, 0, "want exactly one REF")
+		if err := wantOne(args, "REF"); err != nil {
+			return err
 		}
 		c, _, err := connect(*apiAddr)
 		if err != nil {

@@ -282,8 +282,8 @@ func slotAction(kind string) func(fs *flag.FlagSet) func(context.Context, []stri
 		asJSON := fs.Bool("json", false, "print JSON on stdout: the slot as it ends up (with --detach, the accepted request)")
 		apiAddr := apiFlag(fs)
 		return func(ctx context.Context, args []string) error {
-			if len(args) != 1 {
-				return api.Errorf(api.CodeBadRequest, 0, "want exactly one slot NAME, got %d arguments", len(args))
+			if err := wantOne(args, "slot NAME"); err != nil {
+				return err
 			}
 			name := args[0]
 			m := ""
@@ -444,8 +444,8 @@ func slotLogs(fs *flag.FlagSet) func(context.Context, []string) error {
 	asJSON := fs.Bool("json", false, "print journal entries as JSON, one a line (journalctl -o json)")
 	apiAddr := apiFlag(fs)
 	return func(ctx context.Context, args []string) error {
-		if len(args) != 1 {
-			return api.Errorf(api.CodeBadRequest, 0, "want exactly one slot NAME")
+		if err := wantOne(args, "slot NAME"); err != nil {
+			return err
 		}
 		name := args[0]
 		c, _, err := connect(*apiAddr)

@@ -53,8 +53,8 @@ type VerifyReport struct {
 func modelVerify(fs *flag.FlagSet) func(context.Context, []string) error {
 	asJSON := fs.Bool("json", false, "print JSON")
 	return func(ctx context.Context, args []string) error {
-		if len(args) != 1 {
-			return api.Errorf(api.CodeBadRequest, 0, "want exactly one model ID")
+		if err := wantOne(args, "model ID"); err != nil {
+			return err
 		}
 		reg, err := loadRegistry()
 		if err != nil {
