@@ -3,11 +3,11 @@ package apid
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 
 	"github.com/hal0ai/hal0/internal/livesystemd"
+	"github.com/hal0ai/hal0/internal/testbin"
 )
 
 // bins are the binaries the tests run: hal0-apid and hal0-pull (inside the
@@ -38,14 +38,11 @@ func testMain(m *testing.M) int {
 	defer os.RemoveAll(dir)
 	bins.scratch = dir
 	binDir := filepath.Join(dir, "bin")
-	cmd := exec.Command("go", "build", "-o", binDir+string(filepath.Separator),
-		"github.com/hal0ai/hal0/hal0-apid", "github.com/hal0ai/hal0/hal0-pull", "github.com/hal0ai/hal0/internal/apiload")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "apid tests: go build: %v\n%s", err, out)
+	p, err := testbin.Build(binDir, "github.com/hal0ai/hal0/hal0-apid", "github.com/hal0ai/hal0/hal0-pull", "github.com/hal0ai/hal0/internal/apiload")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "apid tests:", err)
 		return 1
 	}
-	bins.apid = filepath.Join(binDir, "hal0-apid")
-	bins.pull = filepath.Join(binDir, "hal0-pull")
-	bins.load = filepath.Join(binDir, "apiload")
+	bins.apid, bins.pull, bins.load = p[0], p[1], p[2]
 	return m.Run()
 }

@@ -3,7 +3,6 @@ package catalog
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/hal0ai/hal0/internal/config"
 	"github.com/hal0ai/hal0/internal/livesystemd"
+	"github.com/hal0ai/hal0/internal/testbin"
 )
 
 // TestLiveTimerReindexes runs the shipped hal0-catalog.service and
@@ -34,10 +34,11 @@ func TestLiveTimerReindexes(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(scratch) })
 	home := filepath.Join(scratch, "home")
-	bin := filepath.Join(scratch, "hal0")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/hal0ai/hal0/hal0").CombinedOutput(); err != nil {
-		t.Fatalf("go build hal0: %v\n%s", err, out)
+	p, err := testbin.Build(scratch, "github.com/hal0ai/hal0/hal0")
+	if err != nil {
+		t.Fatal(err)
 	}
+	bin := p[0]
 	writeConf := func(body string) {
 		t.Helper()
 		dir := filepath.Join(home, "etc", "hal0")

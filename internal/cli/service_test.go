@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hal0ai/hal0/internal/livesystemd"
+	"github.com/hal0ai/hal0/internal/testbin"
 )
 
 // TestServiceLive runs `hal0 service …` inside a real private systemd
@@ -24,10 +25,11 @@ func TestServiceLive(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	bin := filepath.Join(dir, "hal0")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/hal0ai/hal0/hal0").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
+	p, err := testbin.Build(dir, "github.com/hal0ai/hal0/hal0")
+	if err != nil {
+		t.Fatal(err)
 	}
+	bin := p[0]
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	invocation := func() string {

@@ -3,12 +3,12 @@ package slotd
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 
 	"github.com/hal0ai/hal0/internal/flm/flmtest"
 	"github.com/hal0ai/hal0/internal/livesystemd"
+	"github.com/hal0ai/hal0/internal/testbin"
 )
 
 // bins are what the live tests run in the private systemd: hal0-slotd
@@ -38,20 +38,12 @@ func testMain(m *testing.M) int {
 	defer os.RemoveAll(dir)
 	bins.scratch = dir
 	binDir := filepath.Join(dir, "bin")
-	for _, b := range []struct {
-		dst *string
-		pkg string
-	}{
-		{&bins.slotd, "github.com/hal0ai/hal0/hal0-slotd"},
-		{&bins.pull, "github.com/hal0ai/hal0/hal0-pull"},
-		{&bins.standin, "./testdata/standin"},
-	} {
-		*b.dst = filepath.Join(binDir, filepath.Base(b.pkg))
-		if out, err := exec.Command("go", "build", "-o", *b.dst, b.pkg).CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "slotd tests: go build %s: %v\n%s", b.pkg, err, out)
-			return 1
-		}
+	p, err := testbin.Build(binDir, "github.com/hal0ai/hal0/hal0-slotd", "github.com/hal0ai/hal0/hal0-pull", "./testdata/standin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "slotd tests:", err)
+		return 1
 	}
+	bins.slotd, bins.pull, bins.standin = p[0], p[1], p[2]
 	if bins.flm, _, err = flmtest.Build(binDir); err != nil {
 		fmt.Fprintln(os.Stderr, "slotd tests:", err)
 		return 1

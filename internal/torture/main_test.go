@@ -4,12 +4,12 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/hal0ai/hal0/internal/livesystemd"
+	"github.com/hal0ai/hal0/internal/testbin"
 )
 
 // bins are the real binaries under test, built once by TestMain into a
@@ -51,22 +51,13 @@ func testMain(m *testing.M) int {
 	defer os.RemoveAll(dir)
 	bins.scratch = dir
 	binDir := filepath.Join(dir, "bin")
-	for _, b := range []struct {
-		dst *string
-		pkg string
-	}{
-		{&bins.pull, "github.com/hal0ai/hal0/hal0-pull"},
-		{&bins.apid, "github.com/hal0ai/hal0/hal0-apid"},
-		{&bins.cli, "github.com/hal0ai/hal0/hal0"},
-		{&bins.slotd, "github.com/hal0ai/hal0/hal0-slotd"},
-		{&bins.standin, "../slotd/testdata/standin"},
-	} {
-		*b.dst = filepath.Join(binDir, filepath.Base(b.pkg))
-		if out, err := exec.Command("go", "build", "-o", *b.dst, b.pkg).CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "torture: go build %s: %v\n%s", b.pkg, err, out)
-			return 1
-		}
+	p, err := testbin.Build(binDir, "github.com/hal0ai/hal0/hal0-pull", "github.com/hal0ai/hal0/hal0-apid",
+		"github.com/hal0ai/hal0/hal0", "github.com/hal0ai/hal0/hal0-slotd", "../slotd/testdata/standin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "torture:", err)
+		return 1
 	}
+	bins.pull, bins.apid, bins.cli, bins.slotd, bins.standin = p[0], p[1], p[2], p[3], p[4]
 	// Most of these tests wait on timeouts (stalls, retries, a server's
 	// header timeout), not on the CPU: run more of them at once than
 	// go test's default of one per CPU, unless -parallel says otherwise.

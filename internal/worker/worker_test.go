@@ -18,6 +18,7 @@ import (
 	"github.com/hal0ai/hal0/internal/hubtest"
 	"github.com/hal0ai/hal0/internal/jobs"
 	"github.com/hal0ai/hal0/internal/registry"
+	"github.com/hal0ai/hal0/internal/testbin"
 )
 
 // These tests run the real hal0-pull binary as a separate process, so that
@@ -31,12 +32,11 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
-	pullBin = filepath.Join(dir, "hal0-pull")
-	out, err := exec.Command("go", "build", "-o", pullBin, "github.com/hal0ai/hal0/hal0-pull").CombinedOutput()
+	p, err := testbin.Build(dir, "github.com/hal0ai/hal0/hal0-pull")
 	if err != nil {
-		os.Stderr.Write(out)
 		panic(err)
 	}
+	pullBin = p[0]
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)

@@ -16,7 +16,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -31,6 +30,7 @@ import (
 	"github.com/hal0ai/hal0/internal/jobs"
 	"github.com/hal0ai/hal0/internal/registry"
 	"github.com/hal0ai/hal0/internal/runner"
+	"github.com/hal0ai/hal0/internal/testbin"
 )
 
 // Model is the ref every Env's hub serves: three 4 MiB GGUF shards.
@@ -52,13 +52,12 @@ func BuildWorker() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	bin := filepath.Join(dir, "hal0-pull")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/hal0ai/hal0/hal0-pull").CombinedOutput()
+	p, err := testbin.Build(dir, "github.com/hal0ai/hal0/hal0-pull")
 	if err != nil {
 		os.RemoveAll(dir)
-		return "", fmt.Errorf("go build hal0-pull: %v\n%s", err, out)
+		return "", err
 	}
-	return bin, nil
+	return p[0], nil
 }
 
 // Env is one running hal0-apid with its hub.

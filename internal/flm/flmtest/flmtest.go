@@ -10,21 +10,28 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/hal0ai/hal0/internal/testbin"
 )
 
 // Build compiles the stand-in into dir as "flm", with a "podman" symlink
 // next to it (the program acts as podman under that name). It returns the
 // two paths.
 func Build(dir string) (flm, podman string, err error) {
-	flm = filepath.Join(dir, "flm")
-	out, err := exec.Command("go", "build", "-o", flm, "github.com/hal0ai/hal0/internal/flm/flmtest/standin").CombinedOutput()
+	// Built under its own name, then renamed: dir may hold another
+	// program called standin.
+	p, err := testbin.Build(filepath.Join(dir, ".flm-standin"), "github.com/hal0ai/hal0/internal/flm/flmtest/standin")
 	if err != nil {
-		return "", "", fmt.Errorf("go build the flm stand-in: %v\n%s", err, out)
+		return "", "", err
 	}
+	flm = filepath.Join(dir, "flm")
+	if err := os.Rename(p[0], flm); err != nil {
+		return "", "", err
+	}
+	os.Remove(filepath.Dir(p[0]))
 	podman = filepath.Join(dir, "podman")
 	if err := os.Symlink("flm", podman); err != nil {
 		return "", "", err

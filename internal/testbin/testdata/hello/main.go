@@ -1,0 +1,6 @@
+// Command hello is the program testbin's test builds.
+package main
+
+import "fmt"
+
+func main() { fmt.Println("hello") }
