@@ -2,9 +2,7 @@ package apid
 
 import (
 	"bytes"
-	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hal0ai/hal0/internal/api"
+	"github.com/hal0ai/hal0/internal/apitest"
 	"github.com/hal0ai/hal0/internal/config"
 	"github.com/hal0ai/hal0/internal/hubtest"
 	"github.com/hal0ai/hal0/internal/ref"
@@ -23,7 +22,7 @@ import (
 // runner) on a unix socket for its API and a TCP port for /hf/, and
 // returns a client for the socket and the TCP base URL. env adds to its
 // environment (and its workers').
-func startProcessAPID(t *testing.T, home, endpoint string, env ...string) (*apiClient, string) {
+func startProcessAPID(t *testing.T, home, endpoint string, env ...string) (*apitest.Client, string) {
 	t.Helper()
 	sock := filepath.Join(home, "api.sock")
 	tcp := fmt.Sprintf("127.0.0.1:%d", freePort(t))
@@ -46,26 +45,8 @@ func startProcessAPID(t *testing.T, home, endpoint string, env ...string) (*apiC
 			<-exited
 		}
 	})
-	// Nothing announces readiness to a plain process: wait for the socket,
-	// bounded.
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if c, err := net.Dial("unix", sock); err == nil {
-			c.Close()
-			break
-		}
-		select {
-		case <-exited:
-			t.Fatalf("hal0-apid exited: %s", out.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("hal0-apid not listening: %s", out.String())
-		}
-	}
-	c := newClient(t, "http://hal0", func(ctx context.Context) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", sock)
-	})
+	c := apitest.Unix(t, sock)
+	c.WaitListening(exited, 10*time.Second, out.String)
 	return c, "http://" + tcp
 }
 
@@ -87,13 +68,13 @@ func TestFleetPullsOnce(t *testing.T) {
 	a, aURL := startProcessAPID(t, homeA, hub.URL)
 	b, _ := startProcessAPID(t, homeB, aURL+"/hf")
 
-	a.pull(rf)
-	if st := a.waitPull(rf, "completed on A", completed); st.ErrorCode != "" {
+	a.Pull(rf.String())
+	if st, _ := a.WaitPull(rf.String(), "completed on A", pullLimit, completed); st.ErrorCode != "" {
 		t.Fatalf("A: %+v", st)
 	}
 	hub.ResetStats()
-	b.pull(rf)
-	stB := b.waitPull(rf, "completed on B", func(st *api.PullStatus) bool { return st.State != "queued" && st.State != "running" })
+	b.Pull(rf.String())
+	stB, _ := b.WaitPull(rf.String(), "completed on B", pullLimit, func(st *api.PullStatus) bool { return st.State != "queued" && st.State != "running" })
 	if stB.State != "completed" {
 		t.Fatalf("B: %+v", stB)
 	}

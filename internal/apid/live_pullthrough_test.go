@@ -42,7 +42,7 @@ func TestLivePullThrough(t *testing.T) {
 	}
 	<-held
 	rf := ref.MustParse("live/pt@" + e.hub.Repo("live/pt").Commit + "/" + f.Path)
-	st := e.unix.status(rf)
+	st := e.unix.Status(rf.String())
 	if st.State != "running" || st.Runner != "systemd" || st.Unit != rf.Unit() || st.UnitState != "active" {
 		t.Fatalf("job while held: %+v", st)
 	}
@@ -54,7 +54,7 @@ func TestLivePullThrough(t *testing.T) {
 	if err != nil || !bytes.Equal(append(first, rest...), f.Data) {
 		t.Fatalf("streamed file: %d bytes, %v", len(first)+len(rest), err)
 	}
-	if st := e.unix.waitPull(rf, "completed", completed); st.ErrorCode != "" {
+	if st, _ := e.unix.WaitPull(rf.String(), "completed", pullLimit, completed); st.ErrorCode != "" {
 		t.Fatalf("%+v", st)
 	}
 	if res := e.waitInactive(t, rf.Unit()); res != "success" {

@@ -3,12 +3,10 @@ package apid
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,6 +16,7 @@ import (
 	"time"
 
 	"github.com/hal0ai/hal0/internal/api"
+	"github.com/hal0ai/hal0/internal/apitest"
 	"github.com/hal0ai/hal0/internal/hubtest"
 	"github.com/hal0ai/hal0/internal/livesystemd"
 	"github.com/hal0ai/hal0/internal/ref"
@@ -44,8 +43,8 @@ type liveEnv struct {
 	home string // HAL0_HOME of apid and the workers
 	sock string // the unix socket, same path inside and outside
 	tcp  string // 127.0.0.1:PORT
-	unix *apiClient
-	web  *apiClient // TCP, as the dashboard
+	unix *apitest.Client
+	web  *apitest.Client // TCP, as the dashboard
 }
 
 // newLive boots a systemd with the units and starts hal0-apid.socket with
@@ -82,14 +81,8 @@ func newLive(t testing.TB, idleExit string, extra ...livesystemd.Option) *liveEn
 	if out, err := e.s.Run(e.ctx(t), "mount", "--make-rshared", "/"); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
-	e.unix = newClient(t, "http://hal0", func(ctx context.Context) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", e.sock)
-	})
-	e.web = newClient(t, "http://"+e.tcp, func(ctx context.Context) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "tcp", e.tcp)
-	})
+	e.unix = apitest.Unix(t, e.sock)
+	e.web = apitest.TCP(t, e.tcp)
 	return e
 }
 
@@ -190,132 +183,9 @@ func (e *liveEnv) journal(t testing.TB, unit string) string {
 	return out
 }
 
-// apiClient speaks to hal0-apid over one transport. Every request uses a
-// new connection: hal0-apid may exit when idle between two requests, and
-// a kept-alive connection would die with it (the CLI makes one request
-// per connection too).
-type apiClient struct {
-	t    testing.TB
-	base string
-	hc   *http.Client
-}
-
-func newClient(t testing.TB, base string, dial func(context.Context) (net.Conn, error)) *apiClient {
-	tr := &http.Transport{
-		DisableKeepAlives: true,
-		DialContext:       func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) },
-	}
-	t.Cleanup(tr.CloseIdleConnections)
-	return &apiClient{t: t, base: base, hc: &http.Client{Transport: tr, Timeout: 60 * time.Second}}
-}
-
-func modelPath(rf ref.Ref, suffix string) string {
-	return "/api/models/" + url.PathEscape(rf.String()) + suffix
-}
-
-// do sends a request and returns the status and body.
-func (c *apiClient) do(method, path string) (int, []byte) {
-	c.t.Helper()
-	return c.doAuth(method, path, "")
-}
-
-// doAuth is do with a bearer token, when not empty.
-func (c *apiClient) doAuth(method, path, token string) (int, []byte) {
-	c.t.Helper()
-	req, err := http.NewRequest(method, c.base+path, nil)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		c.t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		c.t.Fatalf("%s %s: reading body: %v", method, path, err)
-	}
-	return resp.StatusCode, b
-}
-
-// call sends a request, checks the status and decodes the JSON answer.
-func (c *apiClient) call(method, path string, want int, v any) {
-	c.t.Helper()
-	code, b := c.do(method, path)
-	if code != want {
-		c.t.Fatalf("%s %s: status %d, want %d: %s", method, path, code, want, b)
-	}
-	if err := json.Unmarshal(b, v); err != nil {
-		c.t.Fatalf("%s %s: %v: %s", method, path, err, b)
-	}
-}
-
-func (c *apiClient) pull(rf ref.Ref) *api.PullStatus {
-	c.t.Helper()
-	var st api.PullStatus
-	c.call(http.MethodPost, modelPath(rf, "/pull"), http.StatusAccepted, &st)
-	return &st
-}
-
-func (c *apiClient) status(rf ref.Ref) *api.PullStatus {
-	c.t.Helper()
-	var st api.PullStatus
-	c.call(http.MethodGet, modelPath(rf, "/pull/status"), http.StatusOK, &st)
-	return &st
-}
-
-func (c *apiClient) cancel(rf ref.Ref) *api.PullStatus {
-	c.t.Helper()
-	var st api.PullStatus
-	c.call(http.MethodPost, modelPath(rf, "/pull/cancel"), http.StatusOK, &st)
-	return &st
-}
-
-// waitPull follows the job's event stream until cond holds. The stream
-// ends by itself with the final state, so a pull that ends otherwise
-// fails the test at once instead of at a timeout. The open stream also
-// counts as a request in flight: hal0-apid cannot exit on idle meanwhile.
-func (c *apiClient) waitPull(rf ref.Ref, what string, cond func(*api.PullStatus) bool) *api.PullStatus {
-	c.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+modelPath(rf, "/pull/events"), nil)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		c.t.Fatalf("events of %s: %v", rf, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(resp.Body)
-		c.t.Fatalf("events of %s: status %d: %s", rf, resp.StatusCode, b)
-	}
-	var last api.PullStatus
-	r := bufio.NewReader(resp.Body)
-	for {
-		line, err := r.ReadString('\n')
-		if err != nil {
-			c.t.Fatalf("waiting for %s to be %s: stream ended (%v); last status %+v", rf, what, err, last)
-		}
-		data, ok := strings.CutPrefix(strings.TrimRight(line, "\n"), "data: ")
-		if !ok {
-			continue
-		}
-		var st api.PullStatus
-		if err := json.Unmarshal([]byte(data), &st); err != nil {
-			c.t.Fatalf("event %q: %v", data, err)
-		}
-		if cond(&st) {
-			return &st
-		}
-		last = st
-	}
-}
+// pullLimit bounds every wait for a pull's state in these tests: their
+// pulls are a few MiB from a hub on loopback.
+const pullLimit = 60 * time.Second
 
 func completed(st *api.PullStatus) bool { return st.State == "completed" }
 
@@ -342,12 +212,12 @@ func TestLiveSocketActivation(t *testing.T) {
 
 	// 1. The unix socket starts it.
 	var h api.Health
-	e.unix.call(http.MethodGet, "/api/health", http.StatusOK, &h)
+	e.unix.Call(http.MethodGet, "/api/health", http.StatusOK, &h)
 	// apid answers before it has connected to systemd; the runner shows
 	// up moments later.
 	for deadline := time.Now().Add(10 * time.Second); h.Runner == "pending" && time.Now().Before(deadline); {
 		time.Sleep(10 * time.Millisecond)
-		e.unix.call(http.MethodGet, "/api/health", http.StatusOK, &h)
+		e.unix.Call(http.MethodGet, "/api/health", http.StatusOK, &h)
 	}
 	if h.Runner != "systemd" {
 		t.Fatalf("health %+v: pulls would not run as units", h)
@@ -355,14 +225,14 @@ func TestLiveSocketActivation(t *testing.T) {
 	first := e.prop(t, apidService, "InvocationID")
 	// The same process got both sockets from systemd: TCP answers, and is
 	// treated as TCP (changes need the bearer token).
-	cancelX := modelPath(ref.MustParse("demo/x:Q4_K_M"), "/pull/cancel")
-	code, body := e.web.do(http.MethodPost, cancelX)
+	cancelX := apitest.ModelPath("demo/x:Q4_K_M", "/pull/cancel")
+	code, body := e.web.Do(http.MethodPost, cancelX)
 	if code != http.StatusUnauthorized || !strings.Contains(string(body), api.CodeUnauthorized) {
 		t.Fatalf("POST over TCP without a token: %d %s", code, body)
 	}
 	// With the token from the credential the request gets through the
 	// guard (and finds no job to cancel).
-	code, body = e.web.doAuth(http.MethodPost, cancelX, token)
+	code, body = e.web.DoAuth(http.MethodPost, cancelX, token)
 	if code != http.StatusNotFound || !strings.Contains(string(body), api.CodeJobMissing) {
 		t.Fatalf("POST over TCP with the credential's token: %d %s", code, body)
 	}
@@ -379,7 +249,7 @@ func TestLiveSocketActivation(t *testing.T) {
 	}
 
 	// 3. TCP starts a new instance.
-	e.web.call(http.MethodGet, "/api/health", http.StatusOK, &h)
+	e.web.Call(http.MethodGet, "/api/health", http.StatusOK, &h)
 	second := e.prop(t, apidService, "InvocationID")
 	if second == first {
 		t.Fatalf("TCP connection after the idle exit was served without a new activation (invocation %s)", first)
@@ -388,7 +258,7 @@ func TestLiveSocketActivation(t *testing.T) {
 
 	// 4. And the unix socket again: hal0-apid closing its copy of the
 	// listener must not have removed systemd's socket file.
-	e.unix.call(http.MethodGet, "/api/health", http.StatusOK, &h)
+	e.unix.Call(http.MethodGet, "/api/health", http.StatusOK, &h)
 	if third := e.prop(t, apidService, "InvocationID"); third == second || third == first {
 		t.Fatalf("no new activation over the unix socket (invocations %s %s %s)", first, second, third)
 	}
@@ -402,15 +272,15 @@ func TestLivePullCompletesAndSurvivesIdleExit(t *testing.T) {
 	e.addRepo("demo/m", 3)
 	rf := ref.MustParse("demo/m:Q4_K_M")
 
-	st := e.unix.pull(rf)
+	st := e.unix.Pull(rf.String())
 	if st.Runner != "systemd" || st.Unit != rf.Unit() || st.Unit != `hal0-pull@demo-m:Q4_K_M.service` {
 		t.Fatalf("pull started as %+v", st)
 	}
 	// The path escaping the brief and the CLI use: demo%2Fm:Q4_K_M.
-	if p := modelPath(rf, "/pull"); p != "/api/models/demo%2Fm:Q4_K_M/pull" {
+	if p := apitest.ModelPath(rf.String(), "/pull"); p != "/api/models/demo%2Fm:Q4_K_M/pull" {
 		t.Fatalf("path %s", p)
 	}
-	st = e.unix.waitPull(rf, "completed", completed)
+	st, _ = e.unix.WaitPull(rf.String(), "completed", pullLimit, completed)
 	if st.Runner != "systemd" || st.BytesDone != 3*shardSize || st.BytesTotal != 3*shardSize || st.Commit == "" || st.Path == "" {
 		t.Fatalf("completed pull %+v", st)
 	}
@@ -420,7 +290,7 @@ func TestLivePullCompletesAndSurvivesIdleExit(t *testing.T) {
 	var m struct {
 		ID string `json:"id"`
 	}
-	e.unix.call(http.MethodGet, modelPath(rf, ""), http.StatusOK, &m)
+	e.unix.Call(http.MethodGet, apitest.ModelPath(rf.String(), ""), http.StatusOK, &m)
 	if m.ID != rf.String() {
 		t.Fatalf("registry entry %+v", m)
 	}
@@ -430,7 +300,7 @@ func TestLivePullCompletesAndSurvivesIdleExit(t *testing.T) {
 	if res := e.waitInactive(t, apidService); res != "success" {
 		t.Fatalf("idle exit: result %s", res)
 	}
-	after := e.web.status(rf)
+	after := e.web.Status(rf.String())
 	if after.State != "completed" || after.JobID != st.JobID || after.Path != st.Path {
 		t.Fatalf("after the idle exit: %+v, want job %s completed", after, st.JobID)
 	}
@@ -448,16 +318,16 @@ func TestLivePullCancel(t *testing.T) {
 	e.hub.AddFault(hubtest.Fault{Repo: "demo/c", StallAt: hubtest.Zero})
 	rf := ref.MustParse("demo/c:Q4_K_M")
 
-	e.unix.pull(rf)
-	e.unix.waitPull(rf, "downloading", func(st *api.PullStatus) bool {
+	e.unix.Pull(rf.String())
+	e.unix.WaitPull(rf.String(), "downloading", pullLimit, func(st *api.PullStatus) bool {
 		return st.State == "running" && st.Phase == "downloading" && st.UnitState == "active"
 	})
-	st := e.unix.cancel(rf)
+	st := e.unix.Cancel(rf.String())
 	if st.State != "cancelled" || st.ErrorCode != api.CodeCancelled {
 		t.Fatalf("cancel answered %+v", st)
 	}
 	// The answer came after the unit stopped: the record is final.
-	if st := e.unix.status(rf); st.State != "cancelled" || st.Runner != "systemd" || st.FinishedAt == nil {
+	if st := e.unix.Status(rf.String()); st.State != "cancelled" || st.Runner != "systemd" || st.FinishedAt == nil {
 		t.Fatalf("status after cancel %+v", st)
 	}
 	if as := e.prop(t, rf.Unit(), "ActiveState"); as == "active" || as == "activating" || as == "deactivating" {
@@ -483,8 +353,8 @@ func TestLiveWorkerKilled(t *testing.T) {
 	rf := ref.MustParse("demo/k:Q4_K_M")
 	unit := rf.Unit()
 
-	e.unix.pull(rf)
-	held := e.unix.waitPull(rf, "two shards and part of the third on disk", func(st *api.PullStatus) bool {
+	e.unix.Pull(rf.String())
+	held, _ := e.unix.WaitPull(rf.String(), "two shards and part of the third on disk", pullLimit, func(st *api.PullStatus) bool {
 		return st.State == "running" && st.BytesDone >= 2*shardSize+stallAt
 	})
 	e.systemctl(t, "kill", "-s", "KILL", unit)
@@ -492,7 +362,7 @@ func TestLiveWorkerKilled(t *testing.T) {
 		t.Fatalf("%s after SIGKILL: %v (state %s)", unit, err, st)
 	}
 
-	st := e.unix.status(rf)
+	st := e.unix.Status(rf.String())
 	hint := "journalctl -u " + unit
 	if st.State != "failed" || st.ErrorCode != api.CodeWorkerDied || !strings.Contains(st.Error, "signal 9") || !strings.Contains(st.Error, hint) {
 		t.Fatalf("status after kill -9: %+v", st)
@@ -504,11 +374,11 @@ func TestLiveWorkerKilled(t *testing.T) {
 
 	e.hub.ClearFaults()
 	sent := e.hub.Stats().Bytes
-	st = e.unix.pull(rf)
+	st = e.unix.Pull(rf.String())
 	if st.JobID != held.JobID || st.Runner != "systemd" || st.Final() {
 		t.Fatalf("resume started as %+v, want job %s again", st, held.JobID)
 	}
-	st = e.unix.waitPull(rf, "completed", completed)
+	st, _ = e.unix.WaitPull(rf.String(), "completed", pullLimit, completed)
 	if st.Attempts != 2 || st.BytesDone != total {
 		t.Fatalf("resumed pull %+v", st)
 	}
@@ -534,7 +404,7 @@ func TestLiveManualPullListed(t *testing.T) {
 	// job record.
 	e.systemctl(t, "start", rf.Unit())
 	var list []api.PullStatus
-	e.web.call(http.MethodGet, "/api/pulls", http.StatusOK, &list)
+	e.web.Call(http.MethodGet, "/api/pulls", http.StatusOK, &list)
 	var found *api.PullStatus
 	for i := range list {
 		if list[i].ModelID == rf.String() {
@@ -545,16 +415,16 @@ func TestLiveManualPullListed(t *testing.T) {
 		t.Fatalf("GET /api/pulls = %+v, want %s running under systemd", list, rf)
 	}
 
-	if st := e.unix.cancel(rf); st.State != "cancelled" || st.JobID != found.JobID {
+	if st := e.unix.Cancel(rf.String()); st.State != "cancelled" || st.JobID != found.JobID {
 		t.Fatalf("cancel of the manual pull: %+v", st)
 	}
 	e.hub.ClearFaults()
-	if st := e.unix.pull(rf); st.JobID == found.JobID || st.Runner != "systemd" {
+	if st := e.unix.Pull(rf.String()); st.JobID == found.JobID || st.Runner != "systemd" {
 		// A cancelled job is final: a new POST makes a new job (which
 		// resumes the partial data all the same).
 		t.Fatalf("pull after cancel %+v", st)
 	}
-	e.unix.waitPull(rf, "completed", completed)
+	e.unix.WaitPull(rf.String(), "completed", pullLimit, completed)
 }
 
 // BenchmarkLiveColdStart measures the time from connect to the first byte
@@ -705,7 +575,7 @@ func TestLiveUnprivilegedNeedsPolkitRule(t *testing.T) {
 	e.hub.AddFault(hubtest.Fault{Repo: "demo/u", StallAt: hubtest.Zero})
 	rf := ref.MustParse("demo/u:Q4_K_M")
 
-	st := e.unix.pull(rf)
+	st := e.unix.Pull(rf.String())
 	if st.State != "failed" || st.ErrorCode != api.CodeWorkerDied || !strings.Contains(st.Error, "Interactive authentication required") {
 		t.Fatalf("pull without a polkit rule: %+v", st)
 	}
@@ -714,16 +584,16 @@ func TestLiveUnprivilegedNeedsPolkitRule(t *testing.T) {
 	// polkitd reloads changed rules by itself, but asynchronously; a
 	// restart makes the new rule certain for the next request.
 	e.systemctl(t, "restart", "polkit.service")
-	st = e.unix.pull(rf)
-	e.unix.waitPull(rf, "downloading", func(st *api.PullStatus) bool { return st.State == "running" && st.Phase == "downloading" })
+	st = e.unix.Pull(rf.String())
+	e.unix.WaitPull(rf.String(), "downloading", pullLimit, func(st *api.PullStatus) bool { return st.State == "running" && st.Phase == "downloading" })
 	var fi syscall.Stat_t
 	if err := syscall.Stat(filepath.Join(e.home, "var/lib/hal0/jobs", st.JobID+".json"), &fi); err != nil || fi.Uid != nobody {
 		t.Fatalf("job record: %v, owner %d: hal0-apid or the worker did not run as nobody", err, fi.Uid)
 	}
-	if st := e.unix.cancel(rf); st.State != "cancelled" {
+	if st := e.unix.Cancel(rf.String()); st.State != "cancelled" {
 		t.Fatalf("cancel as nobody: %+v", st)
 	}
 	e.hub.ClearFaults()
-	e.unix.pull(rf)
-	e.unix.waitPull(rf, "completed", completed)
+	e.unix.Pull(rf.String())
+	e.unix.WaitPull(rf.String(), "completed", pullLimit, completed)
 }

@@ -6,9 +6,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +17,7 @@ import (
 	"time"
 
 	"github.com/hal0ai/hal0/internal/api"
+	"github.com/hal0ai/hal0/internal/apitest"
 	"github.com/hal0ai/hal0/internal/config"
 	"github.com/hal0ai/hal0/internal/hubtest"
 	"github.com/hal0ai/hal0/internal/jobs"
@@ -116,40 +115,19 @@ func BenchmarkStatusLoad(b *testing.B) {
 	}
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
-	unix := newClient(b, "http://hal0", func(ctx context.Context) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", sock)
-	})
+	unix := apitest.Unix(b, sock)
 	b.Cleanup(func() { stopProcessAPID(b, cmd, exited, unix, refs, home) })
-
-	// hal0-apid binds before it answers; nothing announces that to another
-	// process, so poll for the socket, bounded.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if c, err := net.Dial("unix", sock); err == nil {
-			c.Close()
-			break
-		}
-		select {
-		case <-exited:
-			b.Fatalf("hal0-apid exited: %s", apidLog.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("hal0-apid not listening after 10 s: %s", apidLog.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	unix.WaitListening(exited, 10*time.Second, apidLog.String)
 	for _, rf := range refs {
-		if st := unix.pull(rf); st.Runner != "process" {
+		if st := unix.Pull(rf.String()); st.Runner != "process" {
 			b.Fatalf("pull %+v", st)
 		}
 	}
 	for _, rf := range refs {
-		unix.waitPull(rf, "downloading", func(st *api.PullStatus) bool { return st.State == "running" && st.Phase == "downloading" })
+		unix.WaitPull(rf.String(), "downloading", pullLimit, func(st *api.PullStatus) bool { return st.State == "running" && st.Phase == "downloading" })
 	}
 
-	path := "/api/models/" + url.PathEscape(refs[0].String()) + "/pull/status"
+	path := apitest.ModelPath(refs[0].String(), "/pull/status")
 	for _, via := range []string{"unix", "tcp"} {
 		for _, mode := range []string{fmt.Sprintf("rate=%.0f", *loadRate), "closed"} {
 			b.Run(via+"/"+mode, func(b *testing.B) {
@@ -182,7 +160,7 @@ func BenchmarkStatusLoad(b *testing.B) {
 	}
 	// The load must not have disturbed the pulls.
 	for _, rf := range refs {
-		if st := unix.status(rf); st.State != "running" {
+		if st := unix.Status(rf.String()); st.State != "running" {
 			b.Errorf("after the load: %+v", st)
 		}
 	}
@@ -210,15 +188,12 @@ func runLoad(b *testing.B, args []string) loadResult {
 // stopProcessAPID cancels the held pulls through the API (which waits for
 // each worker to exit), stops hal0-apid, and kills by pid any worker the
 // records still name, should the API not have been reachable.
-func stopProcessAPID(b *testing.B, cmd *exec.Cmd, exited <-chan struct{}, c *apiClient, refs []ref.Ref, home string) {
+func stopProcessAPID(b *testing.B, cmd *exec.Cmd, exited <-chan struct{}, c *apitest.Client, refs []ref.Ref, home string) {
 	select {
 	case <-exited:
 	default:
 		for _, rf := range refs {
-			req, _ := http.NewRequest(http.MethodPost, c.base+modelPath(rf, "/pull/cancel"), nil)
-			if resp, err := c.hc.Do(req); err == nil {
-				resp.Body.Close()
-			}
+			c.Send(context.Background(), http.MethodPost, apitest.ModelPath(rf.String(), "/pull/cancel"), nil, nil)
 		}
 		cmd.Process.Signal(syscall.SIGTERM)
 		select {

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/hal0ai/hal0/internal/api"
+	"github.com/hal0ai/hal0/internal/apitest"
 	"github.com/hal0ai/hal0/internal/hubtest"
 	"github.com/hal0ai/hal0/internal/ref"
 )
@@ -40,16 +41,9 @@ func hfGet(t *testing.T, method, u, token string) *http.Response {
 	return resp
 }
 
-func (c *apiClient) pulls() []api.PullStatus {
-	c.t.Helper()
-	var out []api.PullStatus
-	c.call(http.MethodGet, "/api/pulls", http.StatusOK, &out)
-	return out
-}
-
 // pullThroughAPID runs hal0-apid in embedded mode (pulls are hal0-pull
 // child processes) with api.hf_pull_through on in hal0.toml.
-func pullThroughAPID(t *testing.T, endpoint string, env ...string) (*apiClient, string, string) {
+func pullThroughAPID(t *testing.T, endpoint string, env ...string) (*apitest.Client, string, string) {
 	t.Helper()
 	home := t.TempDir()
 	writeFile(t, filepath.Join(home, "etc/hal0/hal0.toml"), "[api]\nhf_pull_through = true\n")
@@ -87,7 +81,7 @@ func TestPullThroughEmbedded(t *testing.T) {
 			t.Fatalf("token %q: %d, want 401", token, resp.StatusCode)
 		}
 	}
-	if p := c.pulls(); len(p) != 0 {
+	if p := c.Pulls(); len(p) != 0 {
 		t.Fatalf("unauthorized requests started pulls: %+v", p)
 	}
 
@@ -108,12 +102,12 @@ func TestPullThroughEmbedded(t *testing.T) {
 	// The job: an ordinary pull of the file pinned to the commit, run by
 	// the API's runner, still running (the hub holds its only download).
 	rf := ref.MustParse("pt/s@" + commit + "/" + shard.Path)
-	st := c.status(rf)
+	st := c.Status(rf.String())
 	if st.State != "running" || st.Runner != "process" || st.Unit != rf.Unit() {
 		t.Fatalf("job while held: %+v", st)
 	}
 	// POST /api/models/{id}/pull for the same ref finds the same job.
-	if again := c.pull(rf); !again.Existing || again.JobID != st.JobID {
+	if again := c.Pull(rf.String()); !again.Existing || again.JobID != st.JobID {
 		t.Fatalf("API pull of the ref being pulled through: %+v, job %s", again, st.JobID)
 	}
 	head := hfGet(t, "HEAD", u, tok)
@@ -133,7 +127,7 @@ func TestPullThroughEmbedded(t *testing.T) {
 			t.Fatalf("client %d: %d bytes, %v", i+1, len(got)+len(rest), err)
 		}
 	}
-	if st := c.waitPull(rf, "completed", completed); st.ErrorCode != "" {
+	if st, _ := c.WaitPull(rf.String(), "completed", pullLimit, completed); st.ErrorCode != "" {
 		t.Fatalf("job: %+v", st)
 	}
 	for _, f := range files {
@@ -149,7 +143,7 @@ func TestPullThroughEmbedded(t *testing.T) {
 	jhold, jheld := make(chan struct{}), make(chan struct{})
 	hub.AddFault(hubtest.Fault{Repo: "pt/j", Where: "cdn", Times: 1, StallAt: 1 << 20, Hold: jhold, Held: jheld})
 	jrf := ref.MustParse("pt/j:Q4_K_M")
-	c.pull(jrf)
+	c.Pull(jrf.String())
 	<-jheld
 	jresp := hfGet(t, "GET", hf+"/pt/j/resolve/main/"+joinFiles[0].Path, tok)
 	close(jhold)
@@ -157,7 +151,7 @@ func TestPullThroughEmbedded(t *testing.T) {
 		t.Fatalf("joined stream: %d bytes, %v", len(body), err)
 	}
 	n := 0
-	for _, p := range c.pulls() {
+	for _, p := range c.Pulls() {
 		if p.ModelID != rf.String() {
 			n++
 			if p.ModelID != jrf.String() {
@@ -193,7 +187,7 @@ func TestPullThroughEmbedded(t *testing.T) {
 	}
 	<-cheld
 	crf := ref.MustParse("pt/c@" + hub.Repo("pt/c").Commit + "/" + cf.Path)
-	if st := c.cancel(crf); st.State != "cancelled" {
+	if st := c.Cancel(crf.String()); st.State != "cancelled" {
 		t.Fatalf("cancel: %+v", st)
 	}
 	if rest, err := io.ReadAll(cresp.Body); !errors.Is(err, io.ErrUnexpectedEOF) || int64(len(cp)+len(rest)) >= cf.Size {
@@ -216,7 +210,7 @@ func TestPullThroughEmbedded(t *testing.T) {
 		t.Fatalf("stream of a file failing verification: %d of %d bytes, %v", len(bp)+len(rest), bad.Size, err)
 	}
 	brf := ref.MustParse("pt/bad@" + hub.Repo("pt/bad").Commit + "/" + bad.Path)
-	if st := c.waitPull(brf, "failed", func(st *api.PullStatus) bool { return st.Final() }); st.ErrorCode != api.CodeChecksum {
+	if st, _ := c.WaitPull(brf.String(), "failed", pullLimit, func(st *api.PullStatus) bool { return st.Final() }); st.ErrorCode != api.CodeChecksum {
 		t.Fatalf("bad pull: %+v", st)
 	}
 }
@@ -252,8 +246,8 @@ func TestFleetPullThrough(t *testing.T) {
 		defer resp.Body.Close()
 		plain, plainErr = io.ReadAll(resp.Body)
 	}()
-	b.pull(rf)
-	if st := b.waitPull(rf, "completed", func(st *api.PullStatus) bool { return st.Final() }); st.State != "completed" {
+	b.Pull(rf.String())
+	if st, _ := b.WaitPull(rf.String(), "completed", pullLimit, func(st *api.PullStatus) bool { return st.Final() }); st.State != "completed" {
 		t.Fatalf("B: %+v", st)
 	}
 	wg.Wait()
@@ -277,7 +271,7 @@ func TestFleetPullThrough(t *testing.T) {
 		}
 	}
 	// A pulled the shard set as one job.
-	if p := a.pulls(); len(p) != 1 || !bytes.Contains([]byte(p[0].ModelID), []byte("fleet/p@")) {
+	if p := a.Pulls(); len(p) != 1 || !bytes.Contains([]byte(p[0].ModelID), []byte("fleet/p@")) {
 		t.Fatalf("A's pulls: %+v", p)
 	}
 }
@@ -301,14 +295,14 @@ func TestPullThroughGated(t *testing.T) {
 	if resp.StatusCode != http.StatusForbidden || resp.Header.Get("X-Error-Code") != "GatedRepo" {
 		t.Fatalf("read token: %d %q", resp.StatusCode, resp.Header.Get("X-Error-Code"))
 	}
-	if p := c.pulls(); len(p) != 0 {
+	if p := c.Pulls(); len(p) != 0 {
 		t.Fatalf("pulled for a client that may not have it: %+v", p)
 	}
 	resp = hfGet(t, "GET", u, adminTok)
 	if body, err := io.ReadAll(resp.Body); resp.StatusCode != 200 || err != nil || !bytes.Equal(body, f.Data) {
 		t.Fatalf("admin token: %d, %d bytes, %v", resp.StatusCode, len(body), err)
 	}
-	if code, body := c.do(http.MethodGet, "/hf/pt/g/resolve/main/w.gguf"); code != 200 || !bytes.Equal(body, f.Data) {
+	if code, body := c.Do(http.MethodGet, "/hf/pt/g/resolve/main/w.gguf"); code != 200 || !bytes.Equal(body, f.Data) {
 		t.Fatalf("unix socket: %d, %d bytes", code, len(body))
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/hal0ai/hal0/internal/api"
+	"github.com/hal0ai/hal0/internal/apitest"
 	"github.com/hal0ai/hal0/internal/config"
 	"github.com/hal0ai/hal0/internal/hubtest"
 	"github.com/hal0ai/hal0/internal/jobs"
@@ -151,7 +152,7 @@ func TestSymlinksInStore(t *testing.T) {
 	if f := rep.Files[0]; f.Path != m1.Files[0].Path || f.Status == "ok" || !strings.Contains(f.Error, "symlink") {
 		t.Errorf("verify says %+v about the link", f)
 	}
-	code, body := a.web.req(http.MethodGet, "/hf/torture/s1/resolve/"+m1.Commit+"/"+m1.Files[0].Path, nil, nil)
+	code, body := a.web.Request(http.MethodGet, "/hf/torture/s1/resolve/"+m1.Commit+"/"+m1.Files[0].Path, nil, nil)
 	if code == http.StatusOK || bytes.Contains(body, data[:64]) || !strings.Contains(string(body), "symlink") {
 		t.Errorf("/hf/ served a link that leaves the model directory: %d %.200s", code, body)
 	}
@@ -177,7 +178,7 @@ func TestSymlinksInStore(t *testing.T) {
 	}
 
 	for _, id := range []string{s1, s2, s3} {
-		a.unix.call(http.MethodDelete, modelPath(id, ""), http.StatusOK, nil)
+		a.unix.Call(http.MethodDelete, apitest.ModelPath(id, ""), http.StatusOK, nil)
 	}
 	if b, err := os.ReadFile(copyPath); err != nil || !bytes.Equal(b, data) {
 		t.Errorf("deleting s1 touched the file its link pointed to: %v", err)
@@ -208,16 +209,16 @@ func TestOversizedBodies(t *testing.T) {
 	big := `{"include":["` + strings.Repeat("x", 1<<20) + `"]}`
 	for _, c := range []struct {
 		name   string
-		client *apiClient
+		client *apitest.Client
 	}{{"unix", a.unix}, {"tcp", a.web}} {
-		for _, path := range []string{modelPath("torture/big:Q4_K_M", "/pull"), "/api/slots/primary/swap"} {
-			code, body := c.client.req(http.MethodPost, path, strings.NewReader(big), map[string]string{"Authorization": "Bearer " + token, "Content-Type": "application/json"})
+		for _, path := range []string{apitest.ModelPath("torture/big:Q4_K_M", "/pull"), "/api/slots/primary/swap"} {
+			code, body := c.client.Request(http.MethodPost, path, strings.NewReader(big), map[string]string{"Authorization": "Bearer " + token, "Content-Type": "application/json"})
 			var env api.Envelope
 			if code != http.StatusRequestEntityTooLarge || json.Unmarshal(body, &env) != nil || env.Error == nil || env.Error.Code != api.CodeTooLarge {
 				t.Errorf("%s POST %s with 1 MiB: %d %.200s", c.name, path, code, body)
 			}
 		}
-		code, _ := c.client.req(http.MethodGet, "/api/health", nil, map[string]string{"X-Big": strings.Repeat("h", 128<<10)})
+		code, _ := c.client.Request(http.MethodGet, "/api/health", nil, map[string]string{"X-Big": strings.Repeat("h", 128<<10)})
 		if code != http.StatusRequestHeaderFieldsTooLarge {
 			t.Errorf("%s: 128 KiB of headers: %d", c.name, code)
 		}
@@ -251,7 +252,7 @@ func TestSlowLoris(t *testing.T) {
 		name    string
 		network string
 		addr    string
-		client  *apiClient
+		client  *apitest.Client
 	}{{"unix", "unix", a.sock, a.unix}, {"tcp", "tcp", a.tcp, a.web}} {
 		for _, kind := range []string{"headers", "body"} {
 			if kind == "body" && !full {
@@ -318,7 +319,7 @@ func TestSlowLoris(t *testing.T) {
 				// must still be answered, long before any is cut off.
 				t0 := time.Now()
 				var h api.Health
-				l.client.call(http.MethodGet, "/api/health", http.StatusOK, &h)
+				l.client.Call(http.MethodGet, "/api/health", http.StatusOK, &h)
 				served := time.Since(t0)
 				if anyClosed.Load() {
 					t.Errorf("a slow client was cut off before the normal one was served: the test proves nothing")

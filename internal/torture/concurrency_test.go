@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hal0ai/hal0/internal/api"
+	"github.com/hal0ai/hal0/internal/apitest"
 	"github.com/hal0ai/hal0/internal/config"
 	"github.com/hal0ai/hal0/internal/hubtest"
 	"github.com/hal0ai/hal0/internal/jobs"
@@ -75,7 +76,7 @@ func TestConcurrentPullsAndAPIDRestart(t *testing.T) {
 			defer wg.Done()
 			<-gate
 			answers[i].model = model
-			answers[i].st = *a.unix.pull(spelled)
+			answers[i].st = *a.unix.Pull(spelled)
 		}()
 	}
 	close(gate)
@@ -100,14 +101,9 @@ func TestConcurrentPullsAndAPIDRestart(t *testing.T) {
 		}
 	}
 
-	list := func(c *apiClient) []api.PullStatus {
-		var out []api.PullStatus
-		c.call(http.MethodGet, "/api/pulls", http.StatusOK, &out)
-		return out
-	}
-	held := func(c *apiClient) bool {
+	held := func(c *apitest.Client) bool {
 		n := 0
-		for _, st := range list(c) {
+		for _, st := range c.Pulls() {
 			if st.State == "running" && st.BytesDone >= 256<<10 {
 				n++
 			}
@@ -119,37 +115,37 @@ func TestConcurrentPullsAndAPIDRestart(t *testing.T) {
 	// SIGKILL hal0-apid mid-pull, start a new one on the same socket.
 	a.kill9()
 	a.start()
-	for _, st := range list(a.unix) {
+	for _, st := range a.unix.Pulls() {
 		if st.State != "running" {
 			t.Fatalf("after the apid restart %s is %s (%s): %s", st.ModelID, st.State, st.ErrorCode, st.Error)
 		}
 	}
 	if !held(a.unix) {
-		t.Fatalf("the new hal0-apid does not see every pull running: %+v", list(a.unix))
+		t.Fatalf("the new hal0-apid does not see every pull running: %+v", a.unix.Pulls())
 	}
 
 	// The new apid cancels an orphan worker by the pid in its record.
 	orphan := ids[models-1]
-	a.unix.call(http.MethodPost, modelPath(orphan, "/pull/cancel"), http.StatusOK, nil)
-	a.unix.waitPull(orphan, "cancelled", 30*time.Second, final)
-	if st := a.unix.status(orphan); st.State != "cancelled" || st.ErrorCode != api.CodeCancelled {
+	a.unix.Call(http.MethodPost, apitest.ModelPath(orphan, "/pull/cancel"), http.StatusOK, nil)
+	a.unix.WaitPull(orphan, "cancelled", 30*time.Second, final)
+	if st := a.unix.Status(orphan); st.State != "cancelled" || st.ErrorCode != api.CodeCancelled {
 		t.Fatalf("cancelled orphan: %+v", st)
 	}
 
 	hub.ClearFaults()
 	hub.ReleaseStalls()
 	for _, id := range ids[:models-1] {
-		if st, _ := a.unix.waitPull(id, "final", 60*time.Second, final); st.State != "completed" {
+		if st, _ := a.unix.WaitPull(id, "final", 60*time.Second, final); st.State != "completed" {
 			t.Fatalf("%s ended %+v", id, st)
 		}
 	}
 	// Pulling the cancelled one again resumes its partial data.
 	before := hub.Stats().Bytes
-	again := a.unix.pull(orphan)
+	again := a.unix.Pull(orphan)
 	if again.JobID == jobOfModel[orphan] {
 		t.Errorf("a cancelled job was reused: %s", again.JobID)
 	}
-	if st, _ := a.unix.waitPull(orphan, "final", 60*time.Second, final); st.State != "completed" {
+	if st, _ := a.unix.WaitPull(orphan, "final", 60*time.Second, final); st.State != "completed" {
 		t.Fatalf("re-pull of %s ended %+v", orphan, st)
 	}
 	if resent := hub.Stats().Bytes - before; resent >= totalSize(want[orphan]) {

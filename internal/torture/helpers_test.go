@@ -1,26 +1,21 @@
 package torture
 
 import (
-	"bufio"
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/hal0ai/hal0/internal/api"
+	"github.com/hal0ai/hal0/internal/apitest"
 	"github.com/hal0ai/hal0/internal/config"
 	"github.com/hal0ai/hal0/internal/hubtest"
 	"github.com/hal0ai/hal0/internal/jobs"
@@ -236,8 +231,8 @@ type apidProc struct {
 	cmd    *exec.Cmd
 	exited chan struct{}
 	log    string
-	unix   *apiClient
-	web    *apiClient
+	unix   *apitest.Client
+	web    *apitest.Client
 }
 
 func freePort(t testing.TB) int {
@@ -254,14 +249,8 @@ func startAPID(t testing.TB, home string, env []string) *apidProc {
 	t.Helper()
 	a := &apidProc{t: t, home: home, env: env, sock: filepath.Join(home, "api.sock"), tcp: fmt.Sprintf("127.0.0.1:%d", freePort(t)),
 		log: filepath.Join(home, "apid.log")}
-	a.unix = newClient(t, "http://hal0", func(ctx context.Context) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", a.sock)
-	})
-	a.web = newClient(t, "http://"+a.tcp, func(ctx context.Context) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "tcp", a.tcp)
-	})
+	a.unix = apitest.Unix(t, a.sock)
+	a.web = apitest.TCP(t, a.tcp)
 	a.start()
 	t.Cleanup(a.stop)
 	return a
@@ -287,20 +276,7 @@ func (a *apidProc) start() {
 	a.cmd, a.exited = cmd, make(chan struct{})
 	exited := a.exited
 	go func() { cmd.Wait(); close(exited) }()
-	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if c, err := net.Dial("unix", a.sock); err == nil {
-			c.Close()
-			return
-		}
-		select {
-		case <-exited:
-			t.Fatalf("hal0-apid exited:\n%s", a.logText())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("hal0-apid not listening after 15 s:\n%s", a.logText())
-		}
-	}
+	a.unix.WaitListening(exited, 15*time.Second, a.logText)
 }
 
 // kill9 kills hal0-apid with SIGKILL and waits for it to be gone.
@@ -327,125 +303,6 @@ func (a *apidProc) stop() {
 func (a *apidProc) logText() string {
 	b, _ := os.ReadFile(a.log)
 	return string(b)
-}
-
-// apiClient speaks HTTP to hal0-apid over one transport, a new connection
-// per request (as the CLI does).
-type apiClient struct {
-	t    testing.TB
-	base string
-	hc   *http.Client
-}
-
-func newClient(t testing.TB, base string, dial func(context.Context) (net.Conn, error)) *apiClient {
-	tr := &http.Transport{
-		DisableKeepAlives: true,
-		DialContext:       func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) },
-	}
-	t.Cleanup(tr.CloseIdleConnections)
-	return &apiClient{t: t, base: base, hc: &http.Client{Transport: tr, Timeout: 60 * time.Second}}
-}
-
-func modelPath(id, suffix string) string { return "/api/models/" + url.PathEscape(id) + suffix }
-
-// req sends a request with optional body and headers ("Host" sets the
-// Host) and returns the status and body.
-func (c *apiClient) req(method, path string, body io.Reader, hdr map[string]string) (int, []byte) {
-	c.t.Helper()
-	r, err := http.NewRequest(method, c.base+path, body)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	for k, v := range hdr {
-		if k == "Host" {
-			r.Host = v
-		} else {
-			r.Header.Set(k, v)
-		}
-	}
-	resp, err := c.hc.Do(r)
-	if err != nil {
-		c.t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		c.t.Fatalf("%s %s: reading body: %v", method, path, err)
-	}
-	return resp.StatusCode, b
-}
-
-// call sends a request, checks the status and decodes the JSON answer.
-func (c *apiClient) call(method, path string, want int, v any) []byte {
-	c.t.Helper()
-	code, b := c.req(method, path, nil, nil)
-	if code != want {
-		c.t.Fatalf("%s %s: status %d, want %d: %s", method, path, code, want, b)
-	}
-	if v != nil {
-		if err := json.Unmarshal(b, v); err != nil {
-			c.t.Fatalf("%s %s: %v: %s", method, path, err, b)
-		}
-	}
-	return b
-}
-
-func (c *apiClient) pull(id string) *api.PullStatus {
-	c.t.Helper()
-	var st api.PullStatus
-	c.call(http.MethodPost, modelPath(id, "/pull"), http.StatusAccepted, &st)
-	return &st
-}
-
-func (c *apiClient) status(id string) *api.PullStatus {
-	c.t.Helper()
-	var st api.PullStatus
-	c.call(http.MethodGet, modelPath(id, "/pull/status"), http.StatusOK, &st)
-	return &st
-}
-
-// waitPull follows the job's event stream until cond holds; the stream
-// ends by itself with the final state, so a pull that ends otherwise
-// fails at once. It returns the last status and the raw stream.
-func (c *apiClient) waitPull(id, what string, limit time.Duration, cond func(*api.PullStatus) bool) (*api.PullStatus, string) {
-	c.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), limit)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+modelPath(id, "/pull/events"), nil)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		c.t.Fatalf("events of %s: %v", id, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(resp.Body)
-		c.t.Fatalf("events of %s: status %d: %s", id, resp.StatusCode, b)
-	}
-	var raw strings.Builder
-	var last api.PullStatus
-	r := bufio.NewReader(resp.Body)
-	for {
-		line, err := r.ReadString('\n')
-		raw.WriteString(line)
-		if err != nil {
-			c.t.Fatalf("waiting for %s to be %s: stream ended (%v); last status %+v", id, what, err, last)
-		}
-		data, ok := strings.CutPrefix(strings.TrimRight(line, "\n"), "data: ")
-		if !ok {
-			continue
-		}
-		var st api.PullStatus
-		if err := json.Unmarshal([]byte(data), &st); err != nil {
-			c.t.Fatalf("event %q: %v", data, err)
-		}
-		if cond(&st) {
-			return &st, raw.String()
-		}
-		last = st
-	}
 }
 
 func final(st *api.PullStatus) bool { return st.Final() }

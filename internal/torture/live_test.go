@@ -3,7 +3,6 @@ package torture
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -11,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hal0ai/hal0/internal/apitest"
 	"github.com/hal0ai/hal0/internal/hubtest"
 	"github.com/hal0ai/hal0/internal/livesystemd"
 )
@@ -38,8 +38,8 @@ type liveStack struct {
 	sock     string
 	tcp      string
 	uid, gid int
-	unix     *apiClient
-	web      *apiClient
+	unix     *apitest.Client
+	web      *apitest.Client
 }
 
 // stackOpts shape a liveStack.
@@ -170,14 +170,8 @@ func newStack(t *testing.T, o stackOpts) *liveStack {
 	if o.slotd {
 		e.systemctl(t, "start", slotdUnit)
 	}
-	e.unix = newClient(t, "http://hal0", func(ctx context.Context) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", e.sock)
-	})
-	e.web = newClient(t, "http://"+e.tcp, func(ctx context.Context) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "tcp", e.tcp)
-	})
+	e.unix = apitest.Unix(t, e.sock)
+	e.web = apitest.TCP(t, e.tcp)
 	return e
 }
 

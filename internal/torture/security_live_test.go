@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hal0ai/hal0/internal/api"
+	"github.com/hal0ai/hal0/internal/apitest"
 	"github.com/hal0ai/hal0/internal/config"
 	"github.com/hal0ai/hal0/internal/hubtest"
 	"github.com/hal0ai/hal0/internal/ref"
@@ -100,16 +101,16 @@ func TestLiveTokenNeverLeaks(t *testing.T) {
 	type capture struct{ where, text string }
 	var seen []capture
 	grab := func(where string, b []byte) { seen = append(seen, capture{where, string(b)}) }
-	api2 := func(c *apiClient, name, method, path string) {
-		code, b := c.req(method, path, nil, nil)
+	api2 := func(c *apitest.Client, name, method, path string) {
+		code, b := c.Request(method, path, nil, nil)
 		grab(fmt.Sprintf("%s %s %s (%d)", name, method, path, code), b)
 	}
 
-	st := e.unix.pull(rf.String())
+	st := e.unix.Pull(rf.String())
 	if st.Runner != "systemd" {
 		t.Fatalf("pull started as %+v", st)
 	}
-	e.unix.waitPull(rf.String(), "held mid-transfer", 60*time.Second, func(st *api.PullStatus) bool {
+	e.unix.WaitPull(rf.String(), "held mid-transfer", 60*time.Second, func(st *api.PullStatus) bool {
 		return st.State == "running" && st.BytesDone >= 2*(2<<20)+512<<10
 	})
 
@@ -166,7 +167,7 @@ func TestLiveTokenNeverLeaks(t *testing.T) {
 	if st, err := e.s.WaitUnit(e.ctx(t), apidService, "failed", "activating", "inactive"); err != nil {
 		t.Fatalf("hal0-apid after SIGKILL: %v (%s)", err, st)
 	}
-	if st := e.unix.status(rf.String()); st.State != "running" || st.JobID == "" || st.UnitState != "active" {
+	if st := e.unix.Status(rf.String()); st.State != "running" || st.JobID == "" || st.UnitState != "active" {
 		t.Fatalf("after hal0-apid was killed: %+v", st)
 	}
 	if e.prop(t, apidService, "InvocationID") == before {
@@ -178,9 +179,9 @@ func TestLiveTokenNeverLeaks(t *testing.T) {
 	e.hub.ReleaseStalls()
 	for _, c := range []struct {
 		name string
-		c    *apiClient
+		c    *apitest.Client
 	}{{"unix", e.unix}, {"tcp", e.web}} {
-		done, raw := c.c.waitPull(rf.String(), "completed", 60*time.Second, final)
+		done, raw := c.c.WaitPull(rf.String(), "completed", 60*time.Second, final)
 		if done.State != "completed" {
 			t.Fatalf("%s: pull ended %+v", c.name, done)
 		}
@@ -190,8 +191,8 @@ func TestLiveTokenNeverLeaks(t *testing.T) {
 
 	// A pull the hub refuses with 401.
 	denied := ref.MustParse("sec/denied:Q4_K_M")
-	e.unix.pull(denied.String())
-	fail, raw := e.unix.waitPull(denied.String(), "failed", 60*time.Second, final)
+	e.unix.Pull(denied.String())
+	fail, raw := e.unix.WaitPull(denied.String(), "failed", 60*time.Second, final)
 	grab("unix events "+denied.String(), []byte(raw))
 	if fail.State != "failed" || fail.ErrorCode != api.CodeAuth || !strings.Contains(fail.Error, "401") {
 		t.Fatalf("the refused pull: %+v", fail)
@@ -200,14 +201,14 @@ func TestLiveTokenNeverLeaks(t *testing.T) {
 	// Every API answer, on both listeners.
 	for _, c := range []struct {
 		name string
-		c    *apiClient
+		c    *apitest.Client
 	}{{"unix", e.unix}, {"tcp", e.web}} {
-		for _, p := range []string{"/api/pulls", "/api/models", modelPath(rf.String(), ""), modelPath(rf.String(), "/pull/status"),
-			modelPath(denied.String(), "/pull/status"), "/api/health", "/api/version", "/api/slots", modelPath("sec/none", ""),
+		for _, p := range []string{"/api/pulls", "/api/models", apitest.ModelPath(rf.String(), ""), apitest.ModelPath(rf.String(), "/pull/status"),
+			apitest.ModelPath(denied.String(), "/pull/status"), "/api/health", "/api/version", "/api/slots", apitest.ModelPath("sec/none", ""),
 			"/hf/api/models/sec/gated", "/hf/api/models/sec/gated/tree/main"} {
 			api2(c.c, c.name, http.MethodGet, p)
 		}
-		api2(c.c, c.name, http.MethodPost, modelPath("sec/other:Q4_K_M", "/pull/cancel"))
+		api2(c.c, c.name, http.MethodPost, apitest.ModelPath("sec/other:Q4_K_M", "/pull/cancel"))
 	}
 	// The journal, whole, with every field of every entry.
 	j, err := e.s.Journal(e.ctx(t), "-o", "export")
@@ -304,21 +305,21 @@ func TestLiveTCPGuards(t *testing.T) {
 	filesA := addModel(e.hub, "guard/a", 1, 1<<20)
 	addModel(e.hub, "guard/b", 2, 2<<20)
 	e.hub.AddFault(hubtest.Fault{Repo: "guard/b", Where: "cdn", StallAt: 256 << 10})
-	e.unix.pull(installed)
-	e.unix.waitPull(installed, "completed", 60*time.Second, final)
-	held := e.unix.pull(running)
-	e.unix.waitPull(running, "running", 60*time.Second, func(st *api.PullStatus) bool { return st.State == "running" && st.BytesDone > 0 })
+	e.unix.Pull(installed)
+	e.unix.WaitPull(installed, "completed", 60*time.Second, final)
+	held := e.unix.Pull(running)
+	e.unix.WaitPull(running, "running", 60*time.Second, func(st *api.PullStatus) bool { return st.State == "running" && st.BytesDone > 0 })
 	jobsBefore, _ := os.ReadDir(config.Default(e.home).Paths.JobsDir())
 
 	mutations := []struct{ method, path, body string }{
-		{"POST", modelPath("guard/c:Q4_K_M", "/pull"), ""},
-		{"POST", modelPath("guard/c:Q4_K_M", "/pull"), `{"endpoint":"http://127.0.0.1:1"}`},
-		{"POST", modelPath(running, "/pull/cancel"), ""},
-		{"DELETE", modelPath(installed, ""), ""},
+		{"POST", apitest.ModelPath("guard/c:Q4_K_M", "/pull"), ""},
+		{"POST", apitest.ModelPath("guard/c:Q4_K_M", "/pull"), `{"endpoint":"http://127.0.0.1:1"}`},
+		{"POST", apitest.ModelPath(running, "/pull/cancel"), ""},
+		{"DELETE", apitest.ModelPath(installed, ""), ""},
 		{"POST", "/api/slots/primary/swap", `{"model":"` + installed + `"}`},
 		{"POST", "/api/slots/primary/load", `{"model":"` + installed + `"}`},
 		{"POST", "/api/slots/primary/unload", ""},
-		{"PUT", modelPath(installed, ""), "{}"},
+		{"PUT", apitest.ModelPath(installed, ""), "{}"},
 		{"PATCH", "/api/pulls", "{}"},
 		{"DELETE", "/api/pulls", ""},
 		{"POST", "/api/health", ""},
@@ -337,7 +338,7 @@ func TestLiveTCPGuards(t *testing.T) {
 	for _, m := range mutations {
 		answers := map[int]int{}
 		for _, h := range badAuth {
-			code, body := e.web.req(m.method, m.path, strings.NewReader(m.body), h)
+			code, body := e.web.Request(m.method, m.path, strings.NewReader(m.body), h)
 			answers[code]++
 			var env api.Envelope
 			if code != http.StatusUnauthorized || json.Unmarshal(body, &env) != nil || env.Error == nil || env.Error.Code != api.CodeUnauthorized {
@@ -345,7 +346,7 @@ func TestLiveTCPGuards(t *testing.T) {
 			}
 		}
 		// Query-string tokens are not tokens either.
-		code, _ := e.web.req(m.method, m.path+"?token="+apiToken+"&access_token="+apiToken, strings.NewReader(m.body), nil)
+		code, _ := e.web.Request(m.method, m.path+"?token="+apiToken+"&access_token="+apiToken, strings.NewReader(m.body), nil)
 		answers[code]++
 		if code != http.StatusUnauthorized {
 			t.Errorf("%s %s with the token in the query: %d", m.method, m.path, code)
@@ -363,7 +364,7 @@ func TestLiveTCPGuards(t *testing.T) {
 		for k, v := range good {
 			h[k] = v
 		}
-		code, body := e.web.req("POST", modelPath(running, "/pull/cancel"), nil, h)
+		code, body := e.web.Request("POST", apitest.ModelPath(running, "/pull/cancel"), nil, h)
 		if code != http.StatusForbidden || !strings.Contains(string(body), api.CodeForbidden) {
 			t.Errorf("cancel with the token and %v: %d %s", h, code, body)
 		}
@@ -371,7 +372,7 @@ func TestLiveTCPGuards(t *testing.T) {
 	}
 
 	// Nothing changed.
-	if st := e.unix.status(running); st.State != "running" || st.JobID != held.JobID {
+	if st := e.unix.Status(running); st.State != "running" || st.JobID != held.JobID {
 		t.Fatalf("the held pull after the attempts: %+v", st)
 	}
 	checkInstalled(t, e.home, installed, filesA)
@@ -382,7 +383,7 @@ func TestLiveTCPGuards(t *testing.T) {
 		t.Error("a slot request was recorded")
 	}
 	// The positive control: the right token, the right host, goes through.
-	code, body := e.web.req("POST", modelPath(running, "/pull/cancel"), nil, good)
+	code, body := e.web.Request("POST", apitest.ModelPath(running, "/pull/cancel"), nil, good)
 	if code != http.StatusOK || !strings.Contains(string(body), `"cancelled"`) {
 		t.Fatalf("cancel with the token: %d %s", code, body)
 	}

@@ -1,11 +1,10 @@
 package torture
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hal0ai/hal0/internal/api"
+	"github.com/hal0ai/hal0/internal/apitest"
 	"github.com/hal0ai/hal0/internal/hubtest"
 	"github.com/hal0ai/hal0/internal/ref"
 )
@@ -56,8 +56,8 @@ timeout = "60s"
 	e.hub.AddFault(hubtest.Fault{Repo: "soak/p", Where: "cdn", Throttle: 16 << 20})
 	pulled, modelA, modelB := ref.MustParse("soak/p:Q4_K_M").String(), ref.MustParse("soak/a:Q4_K_M").String(), ref.MustParse("soak/b:Q4_K_M").String()
 	for _, m := range []string{modelA, modelB} {
-		e.unix.pull(m)
-		if st, _ := e.unix.waitPull(m, "completed", 60*time.Second, final); st.State != "completed" {
+		e.unix.Pull(m)
+		if st, _ := e.unix.WaitPull(m, "completed", 60*time.Second, final); st.State != "completed" {
 			t.Fatalf("setup pull of %s: %+v", m, st)
 		}
 	}
@@ -88,24 +88,15 @@ timeout = "60s"
 	}
 	// The clients below use plain requests (no t.Fatal off the test
 	// goroutine).
-	do := func(c *apiClient, method, path, body string, want ...int) ([]byte, error) {
-		req, err := http.NewRequestWithContext(ctx, method, c.base+path, strings.NewReader(body))
+	do := func(c *apitest.Client, method, path, body string, want ...int) ([]byte, error) {
+		code, b, err := c.Send(ctx, method, path, strings.NewReader(body), nil)
 		if err != nil {
 			return nil, err
 		}
-		resp, err := c.hc.Do(req)
-		if err != nil {
-			return nil, err
+		if slices.Contains(want, code) {
+			return b, nil
 		}
-		defer resp.Body.Close()
-		var buf bytes.Buffer
-		buf.ReadFrom(resp.Body)
-		for _, w := range want {
-			if resp.StatusCode == w {
-				return buf.Bytes(), nil
-			}
-		}
-		return nil, fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, buf.Bytes())
+		return nil, fmt.Errorf("%s %s: %d %s", method, path, code, b)
 	}
 	pause := func(d time.Duration) {
 		select {
@@ -115,11 +106,11 @@ timeout = "60s"
 	}
 
 	loop("pulls", func() error {
-		if _, err := do(e.unix, "POST", modelPath(pulled, "/pull"), "", 202); err != nil {
+		if _, err := do(e.unix, "POST", apitest.ModelPath(pulled, "/pull"), "", 202); err != nil {
 			return err
 		}
 		for ctx.Err() == nil {
-			b, err := do(e.unix, "GET", modelPath(pulled, "/pull/status"), "", 200)
+			b, err := do(e.unix, "GET", apitest.ModelPath(pulled, "/pull/status"), "", 200)
 			if err != nil {
 				return err
 			}
@@ -130,16 +121,16 @@ timeout = "60s"
 					return fmt.Errorf("pull ended %s %s: %s", st.State, st.ErrorCode, st.Error)
 				}
 				pulls.Add(1)
-				_, err := do(e.unix, "DELETE", modelPath(pulled, ""), "", 200)
+				_, err := do(e.unix, "DELETE", apitest.ModelPath(pulled, ""), "", 200)
 				return err
 			}
 			pause(100 * time.Millisecond)
 		}
 		return nil
 	})
-	for _, c := range []*apiClient{e.unix, e.web} {
+	for _, c := range []*apitest.Client{e.unix, e.web} {
 		loop("polls", func() error {
-			for _, p := range []string{"/api/pulls", "/api/models", "/api/slots", "/api/slots/primary", "/api/health", modelPath(pulled, "/pull/status")} {
+			for _, p := range []string{"/api/pulls", "/api/models", "/api/slots", "/api/slots/primary", "/api/health", apitest.ModelPath(pulled, "/pull/status")} {
 				if _, err := do(c, "GET", p, "", 200, 404); err != nil {
 					return err
 				}
