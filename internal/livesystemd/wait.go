@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
-	"strconv"
 
 	"github.com/godbus/dbus/v5"
+
+	"github.com/hal0ai/hal0/internal/sdbus"
 )
 
 const (
@@ -46,13 +46,13 @@ func (s *System) WaitUnit(ctx context.Context, unit string, states ...string) (s
 		return state, fmt.Errorf("livesystemd: waiting for %s to become %v (last state %q): %w", unit, states, state, err)
 	}
 
-	conn, err := dialBus(ctx, s.BusAddress)
+	conn, err := sdbus.DialBus(ctx, s.BusAddress)
 	if err != nil {
 		return fail("", err)
 	}
 	defer conn.Close()
-	// Large enough that godbus never has to queue a signal in a goroutine
-	// (which could reorder ActiveState changes).
+	// Signals arrive in order (sdbus.DialBus); the buffer keeps the bus
+	// reader from waiting on this loop.
 	sigs := make(chan *dbus.Signal, signalBufSize)
 	conn.Signal(sigs)
 
@@ -118,34 +118,4 @@ func activeState(ctx context.Context, conn *dbus.Conn, path dbus.ObjectPath) (st
 		return "", fmt.Errorf("ActiveState is %s, not a string", v.Signature())
 	}
 	return st, nil
-}
-
-// dialBus connects and authenticates to a message bus, bounded by ctx.
-// dbus.WithContext is deliberately not used: it would tie the connection's
-// lifetime to ctx, while ctx here only bounds the handshake.
-func dialBus(ctx context.Context, addr string) (*dbus.Conn, error) {
-	conn, err := dbus.Dial(addr)
-	if err != nil {
-		return nil, err
-	}
-	done := make(chan error, 1)
-	go func() {
-		err := conn.Auth([]dbus.Auth{dbus.AuthExternal(strconv.Itoa(os.Geteuid()))})
-		if err == nil {
-			err = conn.Hello()
-		}
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		if err != nil {
-			conn.Close()
-			return nil, err
-		}
-		return conn, nil
-	case <-ctx.Done():
-		conn.Close() // unblocks Auth/Hello
-		<-done
-		return nil, context.Cause(ctx)
-	}
 }

@@ -38,15 +38,17 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/hal0ai/hal0/internal/unitname"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
 	"github.com/godbus/dbus/v5"
+
+	"github.com/hal0ai/hal0/internal/unitname"
 )
 
 const (
@@ -191,6 +193,40 @@ func dialAddress(ctx context.Context, addr string) (Systemd, error) {
 	return &conn{c: c}, nil
 }
 
+// DialBus connects to the message bus at addr and authenticates (EXTERNAL
+// with the numeric uid: no user name lookup), ctx bounding the handshake
+// only: dbus.WithContext would tie the connection's life to ctx. Signals
+// are delivered in arrival order: godbus's default handler hands a signal
+// that does not fit the channel to a new goroutine, which can overtake
+// later signals (an "active" arriving after the "inactive" that followed
+// it).
+func DialBus(ctx context.Context, addr string) (*dbus.Conn, error) {
+	conn, err := dbus.Dial(addr, dbus.WithSignalHandler(dbus.NewSequentialSignalHandler()))
+	if err != nil {
+		return nil, err
+	}
+	done := make(chan error, 1)
+	go func() {
+		err := conn.Auth([]dbus.Auth{dbus.AuthExternal(strconv.Itoa(os.Geteuid()))})
+		if err == nil {
+			err = conn.Hello()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			conn.Close()
+			return nil, err
+		}
+		return conn, nil
+	case <-ctx.Done():
+		conn.Close() // unblocks Auth or Hello
+		<-done
+		return nil, context.Cause(ctx)
+	}
+}
+
 // newConn builds a go-systemd connection (two bus connections: calls and
 // signals) bounded by ctx. go-systemd's own constructors pass their ctx to
 // dbus.WithContext, which closes the connection when that ctx ends: fine
@@ -217,7 +253,7 @@ func newConn(ctx context.Context, addr string, hello bool) (*sddbus.Conn, error)
 		opened = append(opened, bc)
 		mu.Unlock()
 		// EXTERNAL with the numeric uid: no user name lookup needed.
-		if err := bc.Auth([]dbus.Auth{dbus.AuthExternal(fmt.Sprint(os.Geteuid()))}); err != nil {
+		if err := bc.Auth([]dbus.Auth{dbus.AuthExternal(strconv.Itoa(os.Geteuid()))}); err != nil {
 			bc.Close()
 			return nil, err
 		}

@@ -67,10 +67,11 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"strconv"
 	"time"
 
 	"github.com/godbus/dbus/v5"
+
+	"github.com/hal0ai/hal0/internal/sdbus"
 )
 
 // Unit is a unit's state as systemd reports it. Service fields are zero for
@@ -321,42 +322,13 @@ func (w *Watcher) session(ctx context.Context, t *tracker, out chan<- Event) (re
 	}
 }
 
-// dial connects and authenticates to the message bus at addr, bounded by
-// ctx and callTimeout. dbus.WithContext is not used: it would tie the
-// connection's life to a context meant only for the handshake.
-//
-// The sequential signal handler keeps signals in arrival order. godbus's
-// default handler hands a signal that does not fit the channel to a new
-// goroutine, which can overtake later signals: an "active" could arrive
-// after the "inactive" that followed it.
+// dial connects to the bus at addr, the handshake bounded by ctx and
+// callTimeout; signals arrive in order (see sdbus.DialBus): an "active"
+// must not arrive after the "inactive" that followed it.
 func dial(ctx context.Context, addr string) (*dbus.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	conn, err := dbus.Dial(addr, dbus.WithSignalHandler(dbus.NewSequentialSignalHandler()))
-	if err != nil {
-		return nil, err
-	}
-	done := make(chan error, 1)
-	go func() {
-		// EXTERNAL with the numeric uid: no user name lookup needed.
-		err := conn.Auth([]dbus.Auth{dbus.AuthExternal(strconv.Itoa(os.Geteuid()))})
-		if err == nil {
-			err = conn.Hello()
-		}
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		if err != nil {
-			conn.Close()
-			return nil, err
-		}
-		return conn, nil
-	case <-ctx.Done():
-		conn.Close() // unblocks Auth or Hello
-		<-done
-		return nil, context.Cause(ctx)
-	}
+	return sdbus.DialBus(ctx, addr)
 }
 
 // addMatches asks the bus for the signals the tracker reads. The unit
