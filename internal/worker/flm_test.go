@@ -218,44 +218,17 @@ func TestFLMWorkerSignals(t *testing.T) {
 // and the stand-in as the host flm.
 func TestLiveFLMPullUnit(t *testing.T) {
 	s := livesystemd.Boot(t)
-	scratch, err := os.MkdirTemp("/var/lib", "hal0-livetest-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(scratch) })
-	os.Chmod(scratch, 0o755)
-	home := filepath.Join(scratch, "home")
-	// The unit's PrivateTmp hides the build directory: the binaries go
-	// to the scratch tree too.
-	bins := filepath.Join(scratch, "bin")
-	os.MkdirAll(bins, 0o755)
-	copyFile(t, pullBin, filepath.Join(bins, "hal0-pull"))
-	copyFile(t, standin(t), filepath.Join(bins, "flm"))
+	// The unit's PrivateTmp hides /tmp: binaries and state are in the
+	// scratch tree (see TestMain).
+	scratch, home := liveTree(t)
 	e := newFLMEnv(t, home, "FLM_STANDIN_HOLD="+filepath.Join(scratch, "gate"))
-	e.vars["HAL0_FLM_PATH"] = filepath.Join(bins, "flm")
+	e.vars["HAL0_FLM_PATH"] = standin(t)
 
-	unit, err := os.ReadFile("../../units/hal0-pull@.service")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var envLine []string
 	for _, kv := range flmtest.Environ(e.vars) {
 		envLine = append(envLine, strconv.Quote(kv))
 	}
-	text := string(unit)
-	for old, repl := range map[string]string{
-		"/usr/lib/hal0/current/bin/hal0-pull":         filepath.Join(bins, "hal0-pull"),
-		"ReadWritePaths=/var/lib/hal0 /mnt/ai-models": "ReadWritePaths=" + home,
-		"EnvironmentFile=-/etc/hal0/pull.env":         "Environment=" + strings.Join(envLine, " "),
-		"User=hal0\n":                                 "",
-		"Group=hal0\n":                                "",
-	} {
-		if !strings.Contains(text, old) {
-			t.Fatalf("unit file no longer contains %q", old)
-		}
-		text = strings.ReplaceAll(text, old, repl)
-	}
-	s.InstallUnit(t, "hal0-pull@.service", text)
+	installPullUnit(t, s, home, strings.Join(envLine, " "), nil)
 
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
@@ -311,16 +284,5 @@ func TestLiveFLMPullUnit(t *testing.T) {
 	out, err := s.Journal(ctx, "-o", "cat", "HAL0_JOB_ID="+j.ID)
 	if err != nil || !strings.Contains(out, "flm: Model downloaded successfully!") || !strings.Contains(out, "pull qwen3:4b completed") {
 		t.Fatalf("journal for job %s: %v\n%s", j.ID, err, out)
-	}
-}
-
-func copyFile(t *testing.T, from, to string) {
-	t.Helper()
-	data, err := os.ReadFile(from)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(to, data, 0o755); err != nil {
-		t.Fatal(err)
 	}
 }

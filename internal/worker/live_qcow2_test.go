@@ -2,9 +2,6 @@ package worker
 
 import (
 	"context"
-	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -25,42 +22,8 @@ func TestLivePullQCOW2(t *testing.T) {
 	imagetest.Need(t)
 	s := livesystemd.Boot(t)
 	e := newEnv(t)
-	scratch, err := os.MkdirTemp("/var/lib", "hal0-livetest-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(scratch) })
-	home := filepath.Join(scratch, "home")
-	bin := filepath.Join(scratch, "hal0-pull")
-	data, err := os.ReadFile(pullBin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(bin, data, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(home, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	unit, err := os.ReadFile("../../units/hal0-pull@.service")
-	if err != nil {
-		t.Fatal(err)
-	}
-	text := string(unit)
-	for old, repl := range map[string]string{
-		"/usr/lib/hal0/current/bin/hal0-pull":         bin,
-		"ReadWritePaths=/var/lib/hal0 /mnt/ai-models": "ReadWritePaths=" + home,
-		"EnvironmentFile=-/etc/hal0/pull.env": "Environment=HAL0_HOME=" + home + " HF_ENDPOINT=" + e.hub.URL +
-			" HAL0_DISK_RESERVE=0 HAL0_PULL_CHUNK_SIZE=1MiB HF_TOKEN=" + token,
-		"User=hal0\n":  "",
-		"Group=hal0\n": "",
-	} {
-		if !strings.Contains(text, old) {
-			t.Fatalf("unit file no longer contains %q", old)
-		}
-		text = strings.ReplaceAll(text, old, repl)
-	}
-	s.InstallUnit(t, "hal0-pull@.service", text)
+	_, home := liveTree(t)
+	installPullUnit(t, s, home, "HAL0_HOME="+home+" HF_ENDPOINT="+e.hub.URL+" HAL0_DISK_RESERVE=0 HAL0_PULL_CHUNK_SIZE=1MiB HF_TOKEN="+token, nil)
 
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()

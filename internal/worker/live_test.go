@@ -30,23 +30,7 @@ func TestLivePullUnit(t *testing.T) {
 	// livesystemd keeps its scratch), and the checkout itself may live in
 	// either: the binary and state go to a scratch directory under /var/lib,
 	// which the unit sees (read-only but for ReadWritePaths).
-	scratch, err := os.MkdirTemp("/var/lib", "hal0-livetest-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(scratch) })
-	home := filepath.Join(scratch, "home")
-	bin := filepath.Join(scratch, "hal0-pull")
-	data, err := os.ReadFile(pullBin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(bin, data, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(home, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	scratch, home := liveTree(t)
 	// The token reaches the worker the way the unit passes it, as the
 	// systemd credential hf-token; only its source file moves to the
 	// scratch tree. The repo is gated, so a pull without it would fail.
@@ -55,26 +39,8 @@ func TestLivePullUnit(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.hub.AddRepo(hubtest.Repo{ID: "demo/w", Files: e.files, Gated: "manual", Approved: true})
-	unit, err := os.ReadFile("../../units/hal0-pull@.service")
-	if err != nil {
-		t.Fatal(err)
-	}
-	text := string(unit)
-	for old, repl := range map[string]string{
-		"/usr/lib/hal0/current/bin/hal0-pull":         bin,
-		"ReadWritePaths=/var/lib/hal0 /mnt/ai-models": "ReadWritePaths=" + home,
-		"EnvironmentFile=-/etc/hal0/pull.env": "Environment=HAL0_HOME=" + home + " HF_ENDPOINT=" + e.hub.URL +
-			" HAL0_DISK_RESERVE=0 HAL0_PULL_CHUNK_SIZE=1MiB",
-		"LoadCredential=hf-token:/etc/hal0/hf-token": "LoadCredential=hf-token:" + tokenFile,
-		"User=hal0\n":  "",
-		"Group=hal0\n": "",
-	} {
-		if !strings.Contains(text, old) {
-			t.Fatalf("unit file no longer contains %q", old)
-		}
-		text = strings.ReplaceAll(text, old, repl)
-	}
-	s.InstallUnit(t, "hal0-pull@.service", text)
+	installPullUnit(t, s, home, "HAL0_HOME="+home+" HF_ENDPOINT="+e.hub.URL+" HAL0_DISK_RESERVE=0 HAL0_PULL_CHUNK_SIZE=1MiB",
+		map[string]string{"LoadCredential=hf-token:/etc/hal0/hf-token": "LoadCredential=hf-token:" + tokenFile})
 
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()

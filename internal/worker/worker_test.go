@@ -17,6 +17,7 @@ import (
 	"github.com/hal0ai/hal0/internal/config"
 	"github.com/hal0ai/hal0/internal/hubtest"
 	"github.com/hal0ai/hal0/internal/jobs"
+	"github.com/hal0ai/hal0/internal/livesystemd"
 	"github.com/hal0ai/hal0/internal/registry"
 	"github.com/hal0ai/hal0/internal/testbin"
 )
@@ -27,12 +28,17 @@ import (
 
 var pullBin string
 
+// scratchRoot holds the binaries and the live tests' state trees: under
+// /var/lib when root, where units with PrivateTmp= still see them.
+var scratchRoot string
+
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "hal0-worker-test")
+	dir, err := livesystemd.ScratchRoot("hal0-workertest-")
 	if err != nil {
 		panic(err)
 	}
-	p, err := testbin.Build(dir, "github.com/hal0ai/hal0/hal0-pull")
+	scratchRoot = dir
+	p, err := testbin.Build(filepath.Join(dir, "bin"), "github.com/hal0ai/hal0/hal0-pull")
 	if err != nil {
 		panic(err)
 	}
@@ -40,6 +46,45 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// liveTree makes one live test's scratch directory (seen by the units it
+// runs) with an empty HAL0_HOME in it.
+func liveTree(t *testing.T) (scratch, home string) {
+	t.Helper()
+	scratch, err := os.MkdirTemp(scratchRoot, "live-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(scratch) })
+	if err := os.Chmod(scratch, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	home = filepath.Join(scratch, "home")
+	if err := os.MkdirAll(home, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return scratch, home
+}
+
+// installPullUnit installs the shipped hal0-pull@.service in s with the
+// test's substitutions: the binary built for the tests, home as the
+// writable tree (instead of /var/lib/hal0 and /mnt/ai-models), env as its
+// Environment= (instead of /etc/hal0/pull.env), and no hal0 user, which
+// only the package creates; extra replaces more whole lines.
+func installPullUnit(t *testing.T, s *livesystemd.System, home, env string, extra map[string]string) {
+	t.Helper()
+	repl := map[string]string{
+		"ExecStart=/usr/lib/hal0/current/bin/hal0-pull --runner=systemd -- %I": "ExecStart=" + pullBin + " --runner=systemd -- %I",
+		"ReadWritePaths=/var/lib/hal0 /mnt/ai-models":                          "ReadWritePaths=" + home,
+		"EnvironmentFile=-/etc/hal0/pull.env":                                  "Environment=" + env,
+		"User=hal0":                                                            "",
+		"Group=hal0":                                                           "",
+	}
+	for k, v := range extra {
+		repl[k] = v
+	}
+	s.InstallUnit(t, "hal0-pull@.service", livesystemd.Substitute(t, "../../units/hal0-pull@.service", repl))
 }
 
 const token = "hf_workertokenBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB"
