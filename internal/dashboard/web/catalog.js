@@ -11,7 +11,7 @@
 import { modelPath, mutate, request } from './api.js';
 import { $, announce, busy, h, isBusy, safeHTTPURL, setText, show, syncRows } from './dom.js';
 import { bytes, when } from './format.js';
-import { PullCard, isFinal } from './pulls.js';
+import { PullCard, isFinal, pullFromRow, showRowPulls } from './pulls.js';
 
 // The formats an import can take; the select's label says what they are.
 const FORMATS = [
@@ -407,7 +407,7 @@ export class CatalogPicks {
       status: h('span', { class: 'row-status', 'data-role': 'row-status' }),
       error: h('p', { class: 'error', role: 'alert', hidden: true }),
     };
-    row.btn.addEventListener('click', () => this.pull(row));
+    row.btn.addEventListener('click', () => pullFromRow(this.store, importRef(row.entry, 'dir'), row, row.entry.id));
     row.tr = h(
       'tr',
       { 'data-entry': e.id },
@@ -426,27 +426,6 @@ export class CatalogPicks {
   }
 
   updateRowPulls() {
-    for (const row of this.rows.values()) {
-      const id = importID(row.entry, 'dir');
-      const st = this.store.get(id);
-      busy(row.btn, Boolean(st && !isFinal(st)));
-      setText(row.status, st && this.store.watched.has(id) ? `pull ${st.state}` : '');
-    }
-  }
-
-  async pull(row) {
-    if (isBusy(row.btn)) return;
-    const e = row.entry;
-    busy(row.btn, true);
-    show(row.error, false);
-    try {
-      const st = await mutate('POST', modelPath(importRef(e, 'dir'), '/pull'));
-      this.store.put(st);
-      announce(st.existing ? `${e.id} is already being pulled.` : `Pull of ${e.id} started.`);
-    } catch (err) {
-      setText(row.error, err.message);
-      show(row.error, true);
-      busy(row.btn, false);
-    }
+    showRowPulls(this.rows, this.store, (_, row) => importID(row.entry, 'dir'));
   }
 }

@@ -3,7 +3,7 @@
 import { modelPath, mutate, request } from './api.js';
 import { announce, busy, h, isBusy, setText, show, syncRows } from './dom.js';
 import { bytes, shortCommit, when } from './format.js';
-import { isFinal } from './pulls.js';
+import { pullFromRow, showRowPulls } from './pulls.js';
 
 /** pullable says whether pulling a model again makes sense: models pulled
  * from a hub can be brought up to date (or have missing files fetched
@@ -91,7 +91,7 @@ export class ModelsTable {
       row.btn = h('button', { type: 'button', 'data-role': 'pull', 'aria-label': `Pull ${m.id}` }, 'Pull');
       row.status = h('span', { class: 'row-status', 'data-role': 'row-status' });
       row.error = h('p', { class: 'error', role: 'alert', hidden: true });
-      row.btn.addEventListener('click', () => this.pull(m.id, row));
+      row.btn.addEventListener('click', () => pullFromRow(this.store, m.id, row));
       actions.append(row.btn, row.status, row.error);
     }
     this.removal(m.id, actions);
@@ -156,31 +156,7 @@ export class ModelsTable {
     actions.append(remove, ask, error);
   }
 
-  /** updateRowPulls shows, next to each row's Pull button, how the
-   * model's pull is going (the card in the Pulls list has the details). */
   updateRowPulls() {
-    for (const [id, row] of this.rows) {
-      if (!row.btn) continue;
-      const st = this.store.get(id);
-      // One pull per model at a time: the API would answer with the
-      // running job anyway.
-      busy(row.btn, Boolean(st && !isFinal(st)));
-      setText(row.status, st && this.store.watched.has(id) ? `pull ${st.state}` : '');
-    }
-  }
-
-  async pull(id, row) {
-    if (isBusy(row.btn)) return;
-    busy(row.btn, true);
-    show(row.error, false);
-    try {
-      const st = await mutate('POST', modelPath(id, '/pull'));
-      this.store.put(st);
-      announce(st.existing ? `${id} is already being pulled.` : `Pull of ${id} started.`);
-    } catch (err) {
-      setText(row.error, err.message);
-      show(row.error, true);
-      busy(row.btn, false);
-    }
+    showRowPulls(this.rows, this.store);
   }
 }

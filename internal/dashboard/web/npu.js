@@ -3,10 +3,10 @@
 // installed yet, each with a Pull button. FLM runs only its own models,
 // so these are the only pulls that give an NPU slot something to serve.
 
-import { APIError, modelPath, mutate, request } from './api.js';
-import { announce, busy, h, isBusy, setText, show, syncRows } from './dom.js';
+import { APIError, request } from './api.js';
+import { h, setText, show, syncRows } from './dom.js';
 import { bytes } from './format.js';
-import { isFinal } from './pulls.js';
+import { pullFromRow, showRowPulls } from './pulls.js';
 
 export class NPUCatalog {
   constructor(store, body, emptyEl, statusEl, warnEl) {
@@ -62,7 +62,7 @@ export class NPUCatalog {
     row.btn = h('button', { type: 'button', 'data-role': 'pull', 'aria-label': `Pull ${m.id}` }, 'Pull');
     row.status = h('span', { class: 'row-status', 'data-role': 'row-status' });
     row.error = h('p', { class: 'error', role: 'alert', hidden: true });
-    row.btn.addEventListener('click', () => this.pull(m.id, row));
+    row.btn.addEventListener('click', () => pullFromRow(this.store, m.id, row));
     row.tr = h(
       'tr',
       { 'data-model': m.id },
@@ -81,25 +81,6 @@ export class NPUCatalog {
   }
 
   updateRowPulls() {
-    for (const [id, row] of this.rows) {
-      const st = this.store.get(id);
-      busy(row.btn, Boolean(st && !isFinal(st)));
-      setText(row.status, st && this.store.watched.has(id) ? `pull ${st.state}` : '');
-    }
-  }
-
-  async pull(id, row) {
-    if (isBusy(row.btn)) return;
-    busy(row.btn, true);
-    show(row.error, false);
-    try {
-      const st = await mutate('POST', modelPath(id, '/pull'));
-      this.store.put(st);
-      announce(st.existing ? `${id} is already being pulled.` : `Pull of ${id} started.`);
-    } catch (err) {
-      setText(row.error, err.message);
-      show(row.error, true);
-      busy(row.btn, false);
-    }
+    showRowPulls(this.rows, this.store);
   }
 }

@@ -32,11 +32,39 @@ function supersedes(next, prev) {
   return isFinal(next) || next.bytes_done >= prev.bytes_done || next.state !== prev.state;
 }
 
-/**
- * PullStore holds the newest job of each model. Updates come from the
- * responses to the page's own POSTs, from event streams and from polling
- * /api/pulls (which also shows pulls started with the CLI).
- */
+/** showRowPulls shows, on each table row with a Pull button, whether that
+ * model's pull is going: the button is busy while it runs (one pull per
+ * model at a time; the API would answer with the running job anyway), and
+ * the row names the state of a pull this page follows. idOf gives the
+ * pull's model id of a row (by default its key in rows). */
+export function showRowPulls(rows, store, idOf = (key) => key) {
+  for (const [key, row] of rows) {
+    if (!row.btn) continue;
+    const id = idOf(key, row);
+    const st = store.get(id);
+    busy(row.btn, Boolean(st && !isFinal(st)));
+    setText(row.status, st && store.watched.has(id) ? `pull ${st.state}` : '');
+  }
+}
+
+/** pullFromRow starts the pull of ref from a table row's Pull button,
+ * announcing it under name; an error shows in the row and frees the
+ * button. */
+export async function pullFromRow(store, ref, row, name = ref) {
+  if (isBusy(row.btn)) return;
+  busy(row.btn, true);
+  show(row.error, false);
+  try {
+    const st = await mutate('POST', modelPath(ref, '/pull'));
+    store.put(st);
+    announce(st.existing ? `${name} is already being pulled.` : `Pull of ${name} started.`);
+  } catch (err) {
+    setText(row.error, err.message);
+    show(row.error, true);
+    busy(row.btn, false);
+  }
+}
+
 export class PullStore {
   constructor() {
     this.jobs = new Map(); // model id → PullStatus
