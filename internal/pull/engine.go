@@ -635,26 +635,44 @@ func (e *Engine) downloadAll(ctx context.Context, files []*fileDL) error {
 
 // install moves verified files into place and records them in the registry.
 func (e *Engine) install(ctx context.Context, rf ref.Ref, info *hf.RepoInfo, sel *Selection, files []*fileDL, root string, r *run) (*registry.Model, error) {
+	if err := syncFiles(files); err != nil {
+		return nil, err
+	}
+	return e.place(ctx, rf, info.SHA, filepath.Join(root, "files"), "install", func(final string) *registry.Model {
+		return e.modelEntry(rf, info, sel, final, r)
+	})
+}
+
+// syncFiles flushes the downloaded files to disk before they are installed.
+func syncFiles(files []*fileDL) error {
 	for _, f := range files {
 		if err := f.p.data.Sync(); err != nil {
-			return nil, api.Errorf(api.CodeIO, 0, "sync %s: %v", f.p.dataPath, err)
+			return api.Errorf(api.CodeIO, 0, "sync %s: %v", f.p.dataPath, err)
 		}
 	}
+	return nil
+}
+
+// place installs staged (a tree or an image) as rf's install directory and
+// records the entry that entry builds for it in the registry. An older
+// install of the same id (a new commit) is moved aside first, so the new
+// one appears with one rename; it is removed once the registry has the
+// new entry. Without a registry entry nothing may stay under the final
+// name either: if the registry cannot be written, both renames are undone.
+func (e *Engine) place(ctx context.Context, rf ref.Ref, commit, staged, what string, entry func(final string) *registry.Model) (*registry.Model, error) {
 	final := e.installDir(rf)
 	if err := os.MkdirAll(filepath.Dir(final), 0o755); err != nil {
 		return nil, api.Errorf(api.CodeIO, 0, "create %s: %v", filepath.Dir(final), err)
 	}
-	// Replace an older install of the same id (a new commit) by moving it
-	// aside first: the new tree appears with one rename.
 	old := ""
 	if _, err := os.Lstat(final); err == nil {
-		old = final + ".old-" + strings.ReplaceAll(info.SHA[:12], "/", "")
+		old = final + ".old-" + commit[:12]
 		os.RemoveAll(old)
 		if err := os.Rename(final, old); err != nil {
-			return nil, api.Errorf(api.CodeIO, 0, "move old install aside: %v", err)
+			return nil, api.Errorf(api.CodeIO, 0, "move old %s aside: %v", what, err)
 		}
 	}
-	if err := os.Rename(filepath.Join(root, "files"), final); err != nil {
+	if err := os.Rename(staged, final); err != nil {
 		if old != "" {
 			os.Rename(old, final)
 		}
@@ -662,14 +680,12 @@ func (e *Engine) install(ctx context.Context, rf ref.Ref, info *hf.RepoInfo, sel
 	}
 	fsutil.SyncDir(filepath.Dir(final))
 
-	m := e.modelEntry(rf, info, sel, final, r)
+	m := entry(final)
 	if err := e.Registry.Update(ctx, func(reg *registry.Registry) error {
 		reg.Put(m)
 		return nil
 	}); err != nil {
-		// Without a registry entry the files must not stay under the final
-		// name either: put things back as they were.
-		os.Rename(final, filepath.Join(root, "files"))
+		os.Rename(final, staged)
 		if old != "" {
 			os.Rename(old, final)
 		}

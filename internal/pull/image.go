@@ -8,7 +8,6 @@ import (
 
 	"github.com/hal0ai/hal0/internal/api"
 	"github.com/hal0ai/hal0/internal/diskimage"
-	"github.com/hal0ai/hal0/internal/fsutil"
 	"github.com/hal0ai/hal0/internal/hf"
 	"github.com/hal0ai/hal0/internal/ref"
 	"github.com/hal0ai/hal0/internal/registry"
@@ -28,10 +27,8 @@ func (e *Engine) images() *diskimage.Builder {
 // If building or recording fails, nothing is left under the final name
 // and the downloaded files stay staged, so pulling again only rebuilds.
 func (e *Engine) installImage(ctx context.Context, rf ref.Ref, info *hf.RepoInfo, sel *Selection, files []*fileDL, root string, r *run) (*registry.Model, error) {
-	for _, f := range files {
-		if err := f.p.data.Sync(); err != nil {
-			return nil, api.Errorf(api.CodeIO, 0, "sync %s: %v", f.p.dataPath, err)
-		}
+	if err := syncFiles(files); err != nil {
+		return nil, err
 	}
 	r.phase.Store(PhaseImaging)
 	staged := filepath.Join(root, "model.qcow2")
@@ -47,48 +44,18 @@ func (e *Engine) installImage(ctx context.Context, rf ref.Ref, info *hf.RepoInfo
 	e.logf("built %s: %d bytes, filesystem %d bytes, sha256 %s", rf, img.Size, img.VirtualSize, img.SHA256)
 
 	r.phase.Store(PhaseInstalling)
-	final := e.installDir(rf)
-	if err := os.MkdirAll(filepath.Dir(final), 0o755); err != nil {
-		return nil, api.Errorf(api.CodeIO, 0, "create %s: %v", filepath.Dir(final), err)
-	}
-	old := ""
-	if _, err := os.Lstat(final); err == nil {
-		old = final + ".old-" + info.SHA[:12]
-		os.RemoveAll(old)
-		if err := os.Rename(final, old); err != nil {
-			return nil, api.Errorf(api.CodeIO, 0, "move old image aside: %v", err)
+	return e.place(ctx, rf, info.SHA, staged, "image", func(final string) *registry.Model {
+		m := e.modelEntry(rf, info, sel, final, r)
+		// The files live inside the image: Files keeps their paths and
+		// hashes there, HFFilename the GGUF a runtime opens once the image
+		// is mounted.
+		m.Dir, m.Path, m.MMProj, m.Backends = "", final, "", nil
+		m.Format = string(ref.FormatQCOW2)
+		m.Image, m.ImageSHA256, m.ImageSize = final, img.SHA256, img.Size
+		m.Metadata["image_virtual_size"] = img.VirtualSize
+		if sel.MMProj != "" {
+			m.Metadata["image_mmproj"] = sel.MMProj
 		}
-	}
-	if err := os.Rename(staged, final); err != nil {
-		if old != "" {
-			os.Rename(old, final)
-		}
-		return nil, api.Errorf(api.CodeIO, 0, "install %s: %v", final, err)
-	}
-	fsutil.SyncDir(filepath.Dir(final))
-
-	m := e.modelEntry(rf, info, sel, final, r)
-	// The files live inside the image: Files keeps their paths and hashes
-	// there, HFFilename the GGUF a runtime opens once the image is mounted.
-	m.Dir, m.Path, m.MMProj, m.Backends = "", final, "", nil
-	m.Format = string(ref.FormatQCOW2)
-	m.Image, m.ImageSHA256, m.ImageSize = final, img.SHA256, img.Size
-	m.Metadata["image_virtual_size"] = img.VirtualSize
-	if sel.MMProj != "" {
-		m.Metadata["image_mmproj"] = sel.MMProj
-	}
-	if err := e.Registry.Update(ctx, func(reg *registry.Registry) error {
-		reg.Put(m)
-		return nil
-	}); err != nil {
-		os.Rename(final, staged)
-		if old != "" {
-			os.Rename(old, final)
-		}
-		return nil, api.Errorf(api.CodeIO, 0, "record %s in the registry: %v", m.ID, err)
-	}
-	if old != "" {
-		os.RemoveAll(old)
-	}
-	return m, nil
+		return m
+	})
 }

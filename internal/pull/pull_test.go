@@ -427,3 +427,69 @@ func TestCancelCanDiscardPartials(t *testing.T) {
 		t.Fatalf("partials kept: %v", ents)
 	}
 }
+
+// TestNewCommitReplacesInstall: pulling an id again after its repo moved
+// to a new commit replaces the install with one rename; when the registry
+// cannot be written, the old install is put back untouched and nothing of
+// the new commit stays under its name, and the next pull completes.
+func TestNewCommitReplacesInstall(t *testing.T) {
+	f := newFixture(t, hubtest.Options{})
+	e := f.engine()
+	ctx := context.Background()
+	rf := ref.MustParse("demo/m:Q4_K_M")
+	m1, err := e.Pull(ctx, Request{Ref: rf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	newFiles := hubtest.GenerateGGUFShards("", "m", "Q4_K_M", 3, 3<<20+12345, 2)
+	commit2 := f.hub.AddRepo(hubtest.Repo{ID: "demo/m", Files: newFiles}).Commit
+	if commit2 == m1.Commit {
+		t.Fatal("the hub kept the commit")
+	}
+	leftovers := func() []string {
+		ents, _ := os.ReadDir(filepath.Dir(m1.Dir))
+		var out []string
+		for _, en := range ents {
+			if en.Name() != filepath.Base(m1.Dir) {
+				out = append(out, en.Name())
+			}
+		}
+		return out
+	}
+
+	regPath := f.cfg.Paths.RegistryFile()
+	good, err := os.ReadFile(regPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(regPath, []byte("[models\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.Pull(ctx, Request{Ref: rf})
+	if api.CodeOf(err) != api.CodeIO || !strings.Contains(err.Error(), "in the registry") {
+		t.Fatalf("pull with an unwritable registry: %v", err)
+	}
+	for _, w := range ggufOnly(f.files) {
+		if data, err := os.ReadFile(filepath.Join(m1.Dir, w.Path)); err != nil || !bytes.Equal(data, w.Data) {
+			t.Fatalf("%s: the old install was not put back (%v)", w.Path, err)
+		}
+	}
+	if l := leftovers(); len(l) != 0 {
+		t.Fatalf("left beside the install: %v", l)
+	}
+
+	if err := os.WriteFile(regPath, good, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m2, err := e.Pull(ctx, Request{Ref: rf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m2.Commit != commit2 || m2.Dir != m1.Dir {
+		t.Fatalf("second install: commit %s dir %s, want %s in %s", m2.Commit, m2.Dir, commit2, m1.Dir)
+	}
+	f.checkInstalled(t, m2, ggufOnly(newFiles))
+	if l := leftovers(); len(l) != 0 {
+		t.Fatalf("left beside the install: %v", l)
+	}
+}
