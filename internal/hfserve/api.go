@@ -84,7 +84,11 @@ type siblingLFS struct {
 // serveInfo answers /api/models/{repo}[/revision/{rev}]: what a client
 // needs to pin the commit (sha) and pick files (siblings).
 func (h *Handler) serveInfo(w http.ResponseWriter, r *http.Request, repo, rev string) {
-	_, s, ok := h.lookup(r.Context(), w, repo, rev)
+	idx, ok := h.loadIndex(w)
+	if !ok {
+		return
+	}
+	_, s, ok := h.lookup(r.Context(), w, idx, repo, rev)
 	if !ok {
 		return
 	}
@@ -195,10 +199,8 @@ func splitRev(ri *repoIndex, segs []string) (rev string, rest []string, ok bool)
 // one directory, or with recursive=true everything below it, paginated
 // with an absolute Link: rel="next" URL carrying an opaque cursor.
 func (h *Handler) serveTree(w http.ResponseWriter, r *http.Request, repo string, segs []string) {
-	idx, err := h.index()
-	if err != nil {
-		h.logf("hfserve: %v", err)
-		hfError(w, http.StatusInternalServerError, "", "hal0's model registry cannot be read; see the server log")
+	idx, ok := h.loadIndex(w)
+	if !ok {
 		return
 	}
 	rev, rest, ok := splitRev(idx.repos[repo], segs)
@@ -212,7 +214,7 @@ func (h *Handler) serveTree(w http.ResponseWriter, r *http.Request, repo string,
 		return
 	}
 	dir = strings.Trim(dir, "/")
-	_, s, ok := h.lookup(r.Context(), w, repo, rev)
+	_, s, ok := h.lookup(r.Context(), w, idx, repo, rev)
 	if !ok {
 		return
 	}
@@ -284,7 +286,11 @@ const maxPathsInfoBody = 1 << 20
 // form body (paths=a&paths=b, as huggingface_hub sends) or JSON
 // ({"paths":[...]} as @huggingface/hub sends). Missing paths are left out.
 func (h *Handler) servePathsInfo(w http.ResponseWriter, r *http.Request, repo, rev string) {
-	_, s, ok := h.lookup(r.Context(), w, repo, rev)
+	idx, ok := h.loadIndex(w)
+	if !ok {
+		return
+	}
+	_, s, ok := h.lookup(r.Context(), w, idx, repo, rev)
 	if !ok {
 		return
 	}
@@ -351,7 +357,11 @@ type refJSON struct {
 // they say otherwise (refs/tags/…, refs/pr/N): hal0 does not record
 // whether a name was a branch or a tag.
 func (h *Handler) serveRefs(w http.ResponseWriter, r *http.Request, repo string) {
-	ri, main, ok := h.lookup(r.Context(), w, repo, "main")
+	idx, ok := h.loadIndex(w)
+	if !ok {
+		return
+	}
+	ri, main, ok := h.lookup(r.Context(), w, idx, repo, "main")
 	if !ok {
 		return
 	}

@@ -24,10 +24,8 @@ func (h *Handler) serveFile(w http.ResponseWriter, r *http.Request, repo string,
 	if !methodAllowed(w, r, http.MethodGet, http.MethodHead) {
 		return
 	}
-	idx, err := h.index()
-	if err != nil {
-		h.logf("hfserve: %v", err)
-		hfError(w, http.StatusInternalServerError, "", "hal0's model registry cannot be read; see the server log")
+	idx, ok := h.loadIndex(w)
+	if !ok {
 		return
 	}
 	rev, rest, ok := splitRev(idx.repos[repo], segs)
@@ -43,7 +41,13 @@ func (h *Handler) serveFile(w http.ResponseWriter, r *http.Request, repo string,
 	// A pull-through file that finished installing while a request waited
 	// for it is looked up again, now in the store.
 	for attempt := 0; ; attempt++ {
-		_, s, ok := h.lookup(r.Context(), w, repo, rev)
+		if attempt > 0 {
+			// The pull the request followed ended: read the store again.
+			if idx, ok = h.loadIndex(w); !ok {
+				return
+			}
+		}
+		_, s, ok := h.lookup(r.Context(), w, idx, repo, rev)
 		if !ok {
 			return
 		}

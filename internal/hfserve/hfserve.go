@@ -213,15 +213,9 @@ func (h *Handler) gatedRefused(w http.ResponseWriter, r *http.Request, repo stri
 // lookup finds repo at rev: in the index, or with pull-through in
 // upstream's listing merged with the index. It answers the request itself
 // (an error, 503 while upstream is slow) when it returns ok=false.
-func (h *Handler) lookup(ctx context.Context, w http.ResponseWriter, repo, rev string) (*repoIndex, *snapshot, bool) {
+func (h *Handler) lookup(ctx context.Context, w http.ResponseWriter, idx *index, repo, rev string) (*repoIndex, *snapshot, bool) {
 	if h.opts.Upstream != nil {
-		return h.lookupUpstream(ctx, w, repo, rev)
-	}
-	idx, err := h.index()
-	if err != nil {
-		h.logf("hfserve: %v", err)
-		hfError(w, http.StatusInternalServerError, "", "hal0's model registry cannot be read; see the server log")
-		return nil, nil, false
+		return h.lookupUpstream(ctx, w, idx, repo, rev)
 	}
 	ri := idx.repos[repo]
 	if ri == nil {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path"
 	"regexp"
@@ -96,6 +97,18 @@ var (
 // mtimes are as coarse as the kernel's tick, so a new registry can share
 // the old one's inode, size and mtime, and a stale index would start a
 // second pull of a model that was just installed.
+// loadIndex is index for a request: on failure it logs the cause and
+// answers 500 itself.
+func (h *Handler) loadIndex(w http.ResponseWriter) (*index, bool) {
+	idx, err := h.index()
+	if err != nil {
+		h.logf("hfserve: %v", err)
+		hfError(w, http.StatusInternalServerError, "", "hal0's model registry cannot be read; see the server log")
+		return nil, false
+	}
+	return idx, true
+}
+
 func (h *Handler) index() (*index, error) {
 	if h.opts.Registry == nil {
 		return &index{repos: map[string]*repoIndex{}}, nil

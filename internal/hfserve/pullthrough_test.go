@@ -703,7 +703,11 @@ func TestPullThroughNoSecondPullAfterInstall(t *testing.T) {
 	files := ptRepo(hub)
 	b := newPTBox(t, hub, Options{})
 	ctx := context.Background()
-	_, stale, ok := b.h.lookupUpstream(ctx, httptest.NewRecorder(), "org/pt", "main")
+	idx, err := b.h.index()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, stale, ok := b.h.lookupUpstream(ctx, httptest.NewRecorder(), idx, "org/pt", "main")
 	if !ok {
 		t.Fatal("no listing")
 	}

@@ -258,14 +258,8 @@ func upstreamToRegistry(uf UpstreamFile) registry.File {
 // store when upstream cannot answer and the store has the revision (a
 // mirror keeps serving when the internet is down). Files in the listing
 // that are not installed have no copies; serveFile pulls them.
-func (h *Handler) lookupUpstream(ctx context.Context, w http.ResponseWriter, repo, rev string) (*repoIndex, *snapshot, bool) {
+func (h *Handler) lookupUpstream(ctx context.Context, w http.ResponseWriter, idx *index, repo, rev string) (*repoIndex, *snapshot, bool) {
 	deadline := time.Now().Add(h.opts.PullWait)
-	idx, err := h.index()
-	if err != nil {
-		h.logf("hfserve: %v", err)
-		hfError(w, http.StatusInternalServerError, "", "hal0's model registry cannot be read; see the server log")
-		return nil, nil, false
-	}
 	ri := idx.repos[repo]
 	l, err := h.lists.get(ctx, h.opts.Upstream, h.opts.Now, repo, rev, deadline)
 	var s *snapshot
