@@ -2,7 +2,6 @@ package hf
 
 import (
 	"context"
-	"fmt"
 	"net/url"
 	"strings"
 
@@ -139,13 +138,9 @@ func (c *Client) Collection(ctx context.Context, slug string) (*Collection, erro
 // ModelInfo is GET /api/models/{repo}/revision/{rev} with every field a
 // catalog shows; SHA is checked to be a commit.
 func (c *Client) ModelInfo(ctx context.Context, repo, rev string) (*ModelSummary, error) {
-	u := fmt.Sprintf("%s/api/models/%s/revision/%s", c.Endpoint, repo, url.PathEscape(rev))
 	var m ModelSummary
-	if _, err := c.getJSON(ctx, u, repo, &m); err != nil {
+	if err := c.revision(ctx, repo, rev, &m, func() string { return m.SHA }); err != nil {
 		return nil, err
-	}
-	if !commitRe.MatchString(m.SHA) {
-		return nil, api.Errorf(api.CodeBadResponse, 0, "%s gave no commit for %s@%s (sha %q): is it a Hugging Face compatible endpoint?", c.Endpoint, repo, rev, m.SHA)
 	}
 	return &m, nil
 }

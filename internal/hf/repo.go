@@ -66,18 +66,27 @@ var commitRe = regexp.MustCompile(`^[0-9a-f]{40}$`)
 // Revision resolves rev (branch, tag, commit, refs/pr/N) of repo and
 // returns the repo info with SHA pinned to a commit.
 func (c *Client) Revision(ctx context.Context, repo, rev string) (*RepoInfo, error) {
-	u := fmt.Sprintf("%s/api/models/%s/revision/%s", c.Endpoint, repo, url.PathEscape(rev))
 	var info RepoInfo
-	if _, err := c.getJSON(ctx, u, repo, &info); err != nil {
+	if err := c.revision(ctx, repo, rev, &info, func() string { return info.SHA }); err != nil {
 		return nil, err
-	}
-	if !commitRe.MatchString(info.SHA) {
-		return nil, api.Errorf(api.CodeBadResponse, 0, "%s gave no commit for %s@%s (sha %q): is it a Hugging Face compatible endpoint?", c.Endpoint, repo, rev, info.SHA)
 	}
 	if info.Disabled {
 		return nil, api.Errorf(api.CodeHubForbidden, 0, "repository %s is disabled on %s", repo, c.Endpoint)
 	}
 	return &info, nil
+}
+
+// revision GETs /api/models/{repo}/revision/{rev} into v and checks that
+// the sha it names (read after decoding) is a commit.
+func (c *Client) revision(ctx context.Context, repo, rev string, v any, sha func() string) error {
+	u := fmt.Sprintf("%s/api/models/%s/revision/%s", c.Endpoint, repo, url.PathEscape(rev))
+	if _, err := c.getJSON(ctx, u, repo, v); err != nil {
+		return err
+	}
+	if !commitRe.MatchString(sha()) {
+		return api.Errorf(api.CodeBadResponse, 0, "%s gave no commit for %s@%s (sha %q): is it a Hugging Face compatible endpoint?", c.Endpoint, repo, rev, sha())
+	}
+	return nil
 }
 
 // Entry is one file of the tree listing.
