@@ -84,27 +84,22 @@ func (g Growth) Check(samples []ProcSample) GrowthVerdict {
 	}
 	q := max(len(samples)/4, 1)
 	head, tail := samples[:q], samples[len(samples)-q:]
-	v.StartRSS, v.EndRSS = medianRSS(head), medianRSS(tail)
-	v.StartFDs, v.EndFDs = medianFDs(head), medianFDs(tail)
+	v.StartRSS, v.EndRSS = median(head, rss), median(tail, rss)
+	v.StartFDs, v.EndFDs = median(head, fds), median(tail, fds)
 	slack := max(g.RSSSlackKiB, int64(float64(v.StartRSS)*g.RSSSlackPct/100))
 	v.RSSOK = v.EndRSS <= v.StartRSS+slack
 	v.FDOK = v.EndFDs <= v.StartFDs+g.FDSlack
 	return v
 }
 
-func medianRSS(s []ProcSample) int64 {
-	v := make([]int64, len(s))
-	for i, x := range s {
-		v[i] = x.RSSKiB
-	}
-	slices.Sort(v)
-	return v[len(v)/2]
-}
+func rss(p ProcSample) int64 { return p.RSSKiB }
+func fds(p ProcSample) int   { return p.FDs }
 
-func medianFDs(s []ProcSample) int {
-	v := make([]int, len(s))
+// median is the middle value of field over the samples.
+func median[T int | int64](s []ProcSample, field func(ProcSample) T) T {
+	v := make([]T, len(s))
 	for i, x := range s {
-		v[i] = x.FDs
+		v[i] = field(x)
 	}
 	slices.Sort(v)
 	return v[len(v)/2]
